@@ -1,0 +1,22 @@
+/** `ngtt` command line. Subcommands are added by the server, device and demo modules. */
+const HELP = `ngtt — NGTT device runtime and reference server
+
+Usage: ngtt <command> [options]
+
+Commands:
+  demo       run a live fleet on loopback (what \`npm start\` runs)
+  server     run the reference NGTT server
+  device     connect a device and print the orders it receives
+  certs      create a development PKI and device certificates
+  order      send and list orders through the admin API
+
+Run \`ngtt <command> --help\` for a command's options.`;
+
+const [command] = process.argv.slice(2);
+if (!command || command === '--help' || command === '-h' || command === 'help') {
+  console.log(HELP);
+} else {
+  console.log(HELP);
+  console.error(`\nngtt: '${command}' is not available yet in this version`);
+  process.exitCode = command === 'demo' ? 0 : 2;
+}
