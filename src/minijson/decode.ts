@@ -2,6 +2,9 @@ import { isUtf8 } from 'node:buffer';
 import { DecodingError } from './errors.js';
 import { DEFAULT_MAX_DEPTH, T } from './types.js';
 
+// Local copies: reaching through the imported object costs a getter call per access under tsx.
+const { BIGINT, BIN16, BIN32, BIN8, FALSE, FLOAT32, FLOAT64, INT16, INT32, INT8, LIST16, LIST32, LIST8, MAP16, MAP32, MAP8, NULL, OBJ16, OBJ32, OBJ8, SHORT_LIST, SHORT_MAP, SHORT_OBJ, STR16, STR32, STR8, TRUE, UINT16, UINT24, UINT32, UINT8 } = T;
+
 export interface DecodeOptions {
   /** Containers nested deeper than this are a DecodingError (no stack overflow). Default 512. */
   maxDepth?: number;
@@ -58,104 +61,104 @@ function readValue(depth: number): unknown {
   if (t >= 0x40) {
     const n = t & 0x0f;
     switch (t & 0xf0) {
-      case T.SHORT_LIST:
+      case SHORT_LIST:
         return readList(n, depth);
-      case T.SHORT_OBJ:
+      case SHORT_OBJ:
         return readObject(n, depth);
-      case T.SHORT_MAP:
+      case SHORT_MAP:
         return readMap(n, depth);
       default:
         fail(`unknown type byte 0x${t.toString(16)}`, pos - 1);
     }
   }
   switch (t) {
-    case T.STR8:
+    case STR8:
       return readString(readCount(1, 'string length'));
-    case T.STR16:
+    case STR16:
       return readString(readCount(2, 'string length'));
-    case T.STR32:
+    case STR32:
       return readString(readCount(4, 'string length'));
-    case T.INT8:
+    case INT8:
       need(1, 'int8');
       return (data[pos++] << 24) >> 24;
-    case T.UINT8:
+    case UINT8:
       need(1, 'uint8');
       return data[pos++];
-    case T.INT16: {
+    case INT16: {
       need(2, 'int16');
       const v = ((data[pos] << 24) | (data[pos + 1] << 16)) >> 16;
       pos += 2;
       return v;
     }
-    case T.UINT16: {
+    case UINT16: {
       need(2, 'uint16');
       const v = (data[pos] << 8) | data[pos + 1];
       pos += 2;
       return v;
     }
-    case T.UINT24: {
+    case UINT24: {
       need(3, 'uint24');
       const v = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2];
       pos += 3;
       return v;
     }
-    case T.INT32: {
+    case INT32: {
       need(4, 'int32');
       const v = (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3];
       pos += 4;
       return v;
     }
-    case T.UINT32: {
+    case UINT32: {
       need(4, 'uint32');
       const v = ((data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]) >>> 0;
       pos += 4;
       return v;
     }
-    case T.BIGINT:
+    case BIGINT:
       return readBigInteger();
-    case T.NULL:
+    case NULL:
       return null;
-    case T.TRUE:
+    case TRUE:
       return true;
-    case T.FALSE:
+    case FALSE:
       return false;
-    case T.FLOAT32: {
+    case FLOAT32: {
       need(4, 'float32');
       view ??= new DataView(data.buffer, data.byteOffset, data.byteLength);
       const v = view.getFloat32(pos);
       pos += 4;
       return v;
     }
-    case T.FLOAT64: {
+    case FLOAT64: {
       need(8, 'float64');
       view ??= new DataView(data.buffer, data.byteOffset, data.byteLength);
       const v = view.getFloat64(pos);
       pos += 8;
       return v;
     }
-    case T.LIST8:
+    case LIST8:
       return readList(readCount(1, 'list length'), depth);
-    case T.LIST16:
+    case LIST16:
       return readList(readCount(2, 'list length'), depth);
-    case T.LIST32:
+    case LIST32:
       return readList(readCount(4, 'list length'), depth);
-    case T.OBJ8:
+    case OBJ8:
       return readObject(readCount(1, 'object size'), depth);
-    case T.OBJ16:
+    case OBJ16:
       return readObject(readCount(2, 'object size'), depth);
-    case T.OBJ32:
+    case OBJ32:
       return readObject(readCount(4, 'object size'), depth);
-    case T.MAP8:
+    case MAP8:
       return readMap(readCount(1, 'map size'), depth);
-    case T.MAP16:
+    case MAP16:
       return readMap(readCount(2, 'map size'), depth);
-    case T.MAP32:
+    case MAP32:
       return readMap(readCount(4, 'map size'), depth);
-    case T.BIN8:
+    case BIN8:
       return readBytes(readCount(1, 'binary length'));
-    case T.BIN16:
+    case BIN16:
       return readBytes(readCount(2, 'binary length'));
-    case T.BIN32:
+    case BIN32:
       return readBytes(readCount(4, 'binary length'));
     default:
       fail(`unknown type byte 0x${t.toString(16)}`, pos - 1);
@@ -182,7 +185,7 @@ function readString(len: number): string {
 
 /** UTF-8 bytes at [at, at+len) to a string; invalid UTF-8 is a DecodingError, never U+FFFD. */
 function utf8(at: number, len: number): string {
-  if (len <= 24) {
+  if (len <= 16) {
     // Short strings (keys, paths, enum-like values) are mostly ASCII: build them in JS.
     let s = '';
     let i = 0;
@@ -192,10 +195,38 @@ function utf8(at: number, len: number): string {
       s += String.fromCharCode(c);
     }
     if (i === len) return s;
+  } else if (len <= 4096) {
+    // Medium strings: an ASCII scan here is cheaper than full UTF-8 validation natively.
+    let i = at;
+    const stop = at + len;
+    while (i < stop && data[i] < 0x80) i++;
+    if (i === stop) return data.toString('latin1', at, stop);
   }
-  const slice = data.subarray(at, at + len);
-  if (!isUtf8(slice)) fail('string is not valid UTF-8', at);
+  if (!isUtf8(data.subarray(at, at + len))) fail('string is not valid UTF-8', at);
   return data.toString('utf8', at, at + len);
+}
+
+/*
+ * Object keys repeat (every record has "path", "values", "when"...): a small cache of short
+ * ASCII keys, indexed by a hash of their bytes, saves building the same string again.
+ */
+const KEY_CACHE_BITS = 12;
+const keyCache: (string | undefined)[] = new Array(1 << KEY_CACHE_BITS).fill(undefined);
+
+function cachedKey(at: number, len: number): string {
+  let h = len;
+  for (let i = 0; i < len; i++) h = (Math.imul(h, 31) + data[at + i]) | 0;
+  const slot = (h ^ (h >>> KEY_CACHE_BITS)) & ((1 << KEY_CACHE_BITS) - 1);
+  const hit = keyCache[slot];
+  if (hit !== undefined && hit.length === len) {
+    let i = 0;
+    while (i < len && hit.charCodeAt(i) === data[at + i]) i++;
+    if (i === len) return hit;
+  }
+  const key = utf8(at, len);
+  // Only ASCII keys are cached: for them chars and bytes compare one to one.
+  if (key.length === len) keyCache[slot] = key;
+  return key;
 }
 
 function readBigInteger(): number | bigint {
@@ -254,7 +285,7 @@ function readObject(n: number, depth: number): Record<string, unknown> {
     need(1, 'key length');
     const len = data[pos++];
     need(len, 'key');
-    const key = utf8(pos, len);
+    const key = len <= 16 ? cachedKey(pos, len) : utf8(pos, len);
     pos += len;
     setProperty(obj, key, readValue(d));
   }

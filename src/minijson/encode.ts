@@ -1,6 +1,9 @@
 import { EncodingError } from './errors.js';
 import { DEFAULT_MAX_DEPTH, T } from './types.js';
 
+// Local copies: reaching through the imported object costs a getter call per access under tsx.
+const { BIGINT, BIN16, BIN32, BIN8, FALSE, FLOAT32, FLOAT64, INT16, INT32, INT8, LIST16, LIST32, LIST8, MAP16, MAP32, MAP8, NULL, OBJ16, OBJ32, OBJ8, SHORT_LIST, SHORT_MAP, SHORT_OBJ, SHORT_STR, STR16, STR32, STR8, TRUE, UINT16, UINT24, UINT32, UINT8 } = T;
+
 export interface EncodeOptions {
   /** Containers nested deeper than this are refused (a cycle is reported as such). Default 512. */
   maxDepth?: number;
@@ -89,7 +92,7 @@ function writeValue(value: unknown, depth: number): void {
       return;
     case 'boolean':
       ensure(1);
-      buf[pos++] = value ? T.TRUE : T.FALSE;
+      buf[pos++] = value ? TRUE : FALSE;
       return;
     case 'bigint':
       writeBigInt(value);
@@ -97,7 +100,7 @@ function writeValue(value: unknown, depth: number): void {
     case 'object':
       if (value === null) {
         ensure(1);
-        buf[pos++] = T.NULL;
+        buf[pos++] = NULL;
         return;
       }
       if (depth >= maxDepth) throw new DepthExceeded();
@@ -134,22 +137,48 @@ function writeString(s: string): void {
       pos = h + 1;
       pos += buf.write(s, pos, 'utf8');
     }
-    buf[h] = T.SHORT_STR | (pos - h - 1);
+    buf[h] = SHORT_STR | (pos - h - 1);
     return;
+  }
+  if (n <= 1024) {
+    // Optimistic ASCII (log messages, names): then bytes == chars and the header is known.
+    const hs = n <= 127 ? 1 : n <= 0xff ? 2 : 3;
+    ensure(hs + n);
+    const h = pos;
+    pos += hs;
+    let i = 0;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) break;
+      buf[pos++] = c;
+    }
+    if (i === n) {
+      if (hs === 1) buf[h] = SHORT_STR | n;
+      else if (hs === 2) {
+        buf[h] = STR8;
+        buf[h + 1] = n;
+      } else {
+        buf[h] = STR16;
+        buf[h + 1] = n >>> 8;
+        buf[h + 2] = n & 0xff;
+      }
+      return;
+    }
+    pos = h;
   }
   checkWellFormed(s);
   const len = Buffer.byteLength(s, 'utf8');
   ensure(5 + len);
-  if (len <= 127) buf[pos++] = T.SHORT_STR | len;
+  if (len <= 127) buf[pos++] = SHORT_STR | len;
   else if (len <= 0xff) {
-    buf[pos++] = T.STR8;
+    buf[pos++] = STR8;
     buf[pos++] = len;
   } else if (len <= 0xffff) {
-    buf[pos++] = T.STR16;
+    buf[pos++] = STR16;
     buf[pos++] = len >>> 8;
     buf[pos++] = len & 0xff;
   } else {
-    buf[pos++] = T.STR32;
+    buf[pos++] = STR32;
     buf.writeUInt32BE(len, pos);
     pos += 4;
   }
@@ -169,11 +198,11 @@ function writeNumber(x: number): void {
   ensure(9);
   // Single when it holds the value exactly (NaN and ±Infinity included), else double: lossless.
   if (Math.fround(x) === x || x !== x) {
-    buf[pos++] = T.FLOAT32;
+    buf[pos++] = FLOAT32;
     scratch.setFloat32(pos, x);
     pos += 4;
   } else {
-    buf[pos++] = T.FLOAT64;
+    buf[pos++] = FLOAT64;
     scratch.setFloat64(pos, x);
     pos += 8;
   }
@@ -184,40 +213,40 @@ function writeInteger(x: number): void {
   ensure(9);
   if (x >= 0) {
     if (x < 0x80) {
-      buf[pos++] = T.INT8;
+      buf[pos++] = INT8;
       buf[pos++] = x;
     } else if (x < 0x100) {
-      buf[pos++] = T.UINT8;
+      buf[pos++] = UINT8;
       buf[pos++] = x;
     } else if (x < 0x8000) {
-      buf[pos++] = T.INT16;
+      buf[pos++] = INT16;
       buf[pos++] = x >>> 8;
       buf[pos++] = x & 0xff;
     } else if (x < 0x10000) {
-      buf[pos++] = T.UINT16;
+      buf[pos++] = UINT16;
       buf[pos++] = x >>> 8;
       buf[pos++] = x & 0xff;
     } else if (x < 0x1000000) {
-      buf[pos++] = T.UINT24;
+      buf[pos++] = UINT24;
       buf[pos++] = x >>> 16;
       buf[pos++] = (x >>> 8) & 0xff;
       buf[pos++] = x & 0xff;
     } else if (x < 0x80000000) {
-      buf[pos++] = T.INT32;
+      buf[pos++] = INT32;
       writeU32(x);
     } else if (x < TWO32) {
-      buf[pos++] = T.UINT32;
+      buf[pos++] = UINT32;
       writeU32(x);
     } else writeWideInteger(x);
   } else if (x >= -0x80) {
-    buf[pos++] = T.INT8;
+    buf[pos++] = INT8;
     buf[pos++] = x & 0xff;
   } else if (x >= -0x8000) {
-    buf[pos++] = T.INT16;
+    buf[pos++] = INT16;
     buf[pos++] = (x >> 8) & 0xff;
     buf[pos++] = x & 0xff;
   } else if (x >= -0x80000000) {
-    buf[pos++] = T.INT32;
+    buf[pos++] = INT32;
     writeU32(x >>> 0);
   } else writeWideInteger(x);
 }
@@ -238,7 +267,7 @@ function writeWideInteger(x: number): void {
   const lo = x - hi * TWO32; // 0 .. 2^32-1
   // Bytes needed so that -2^(8n-1) <= x < 2^(8n-1); 5 to 7 for |x| in [2^31, 2^53).
   const n = hi >= -0x80 && hi < 0x80 ? 5 : hi >= -0x8000 && hi < 0x8000 ? 6 : 7;
-  buf[pos++] = T.BIGINT;
+  buf[pos++] = BIGINT;
   buf[pos++] = n;
   for (let k = n - 5; k >= 0; k--) buf[pos++] = (hi >> (8 * k)) & 0xff;
   writeU32(lo);
@@ -253,7 +282,7 @@ function writeBigInt(b: bigint): void {
   while (b >= 1n << BigInt(8 * n - 1) || b < -(1n << BigInt(8 * n - 1))) n++;
   if (n > 255) throw new EncodingError('integer needs more than 255 bytes');
   ensure(2 + n);
-  buf[pos++] = T.BIGINT;
+  buf[pos++] = BIGINT;
   buf[pos++] = n;
   let v = b < 0n ? (1n << BigInt(8 * n)) + b : b;
   for (let i = n - 1; i >= 0; i--) {
@@ -267,14 +296,14 @@ function writeBytes(bytes: Uint8Array): void {
   const len = bytes.length;
   ensure(5 + len);
   if (len <= 0xff) {
-    buf[pos++] = T.BIN8;
+    buf[pos++] = BIN8;
     buf[pos++] = len;
   } else if (len <= 0xffff) {
-    buf[pos++] = T.BIN16;
+    buf[pos++] = BIN16;
     buf[pos++] = len >>> 8;
     buf[pos++] = len & 0xff;
   } else {
-    buf[pos++] = T.BIN32;
+    buf[pos++] = BIN32;
     buf.writeUInt32BE(len, pos);
     pos += 4;
   }
@@ -308,7 +337,7 @@ function headerSize(count: number): number {
 
 function writeList(list: unknown[], depth: number): void {
   const n = list.length;
-  writeHeader(n, T.SHORT_LIST, T.LIST8, T.LIST16, T.LIST32);
+  writeHeader(n, SHORT_LIST, LIST8, LIST16, LIST32);
   let i = 0;
   try {
     for (; i < n; i++) {
@@ -325,7 +354,7 @@ function writeObject(obj: Record<string, unknown>, depth: number): void {
   const keys = Object.keys(obj);
   let count = keys.length;
   const headerAt = pos;
-  writeHeader(count, T.SHORT_OBJ, T.OBJ8, T.OBJ16, T.OBJ32);
+  writeHeader(count, SHORT_OBJ, OBJ8, OBJ16, OBJ32);
   let i = 0;
   try {
     for (; i < keys.length; i++) {
@@ -346,7 +375,7 @@ function writeObject(obj: Record<string, unknown>, depth: number): void {
   } catch (err) {
     throw withPathSegment(err, propertySegment(keys[i]));
   }
-  if (count !== keys.length) patchHeader(headerAt, keys.length, count, T.SHORT_OBJ, T.OBJ8, T.OBJ16, T.OBJ32);
+  if (count !== keys.length) patchHeader(headerAt, keys.length, count, SHORT_OBJ, OBJ8, OBJ16, OBJ32);
 }
 
 /** Writes a string-key object's key (1-byte length + UTF-8); false when it is over 255 bytes. */
@@ -402,7 +431,7 @@ function writeMap(map: Map<unknown, unknown>, depth: number): void {
   }
   if (stringKeys) {
     // Same bytes as the reference writes for a dict with short string keys.
-    writeHeader(map.size, T.SHORT_OBJ, T.OBJ8, T.OBJ16, T.OBJ32);
+    writeHeader(map.size, SHORT_OBJ, OBJ8, OBJ16, OBJ32);
     let key: unknown;
     try {
       for (const [k, v] of map) {
@@ -421,7 +450,7 @@ function writeMap(map: Map<unknown, unknown>, depth: number): void {
 
 function writeEntries(entries: Iterable<[unknown, unknown]> & ({ size: number } | { length: number }), depth: number): void {
   const count = 'size' in entries ? entries.size : entries.length;
-  writeHeader(count, T.SHORT_MAP, T.MAP8, T.MAP16, T.MAP32);
+  writeHeader(count, SHORT_MAP, MAP8, MAP16, MAP32);
   let key: unknown;
   try {
     for (const [k, v] of entries) {

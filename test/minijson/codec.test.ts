@@ -104,3 +104,19 @@ t.test('__proto__ and constructor keys cannot pollute', async (t) => {
   t.equal(({} as any).polluted, undefined);
   t.equal(hex(encode(obj)), hex(evil), 'and it encodes back the same');
 });
+
+t.test('the key cache never returns a wrong key', async (t) => {
+  // 20 000 distinct short keys through a 4 096-slot cache: collisions are certain.
+  const objects = Array.from({ length: 2000 }, (_, i) =>
+    Object.fromEntries(Array.from({ length: 10 }, (_, j) => [`k${(i * 7919 + j * 104729) % 100000}`, j])),
+  );
+  const back = decode(encode(objects)) as Record<string, number>[];
+  let wrong = 0;
+  back.forEach((o, i) => {
+    if (JSON.stringify(Object.entries(o)) !== JSON.stringify(Object.entries(objects[i]))) wrong++;
+  });
+  t.equal(wrong, 0);
+  // Same bytes but invalid UTF-8 after a cached ASCII key must still fail.
+  t.same(decode(unhex('5101610301')), { a: 1 });
+  t.throws(() => decode(unhex('5101ff0301')), DecodingError);
+});
