@@ -1,0 +1,167 @@
+/**
+ * The device's HTTPS API client (spec §9): same client certificate as NGTT, bodies in MiniJSON
+ * (JSON answers are understood too), one keep-alive connection pool.
+ * Errors are HttpError; `retryable` follows the spec: 4xx no, 5xx and no connection yes.
+ */
+import * as https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import { decode, encode } from '../minijson/index.js';
+import {
+  parseSections,
+  type LogRecord,
+  type ParsedSections,
+  type PathpointDeclaration,
+  type PathpointSeries,
+} from '../protocol/index.js';
+import { deviceTlsOptions, type DeviceTlsOptions } from './tls-material.js';
+
+export const MINIJSON_TYPE = 'application/minijson';
+export const DEFAULT_HTTP_TIMEOUT_MS = 30_000;
+/** Answers larger than this are refused (the NGTT frame limit). */
+const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+
+export interface HttpsClientOptions extends DeviceTlsOptions {
+  /** e.g. `https://api.example.com` or `https://127.0.0.1:8443`. */
+  baseUrl: string;
+  /** Whole request, connect to last byte of the answer. Default 30 s. */
+  timeoutMs?: number;
+}
+
+export class HttpError extends Error {
+  override name = 'HttpError';
+  constructor(
+    message: string,
+    /** The HTTP status, or undefined when no answer came (connection, TLS, timeout). */
+    readonly status: number | undefined,
+    readonly retryable: boolean,
+    /** The error body the server sent, decoded, if any. */
+    readonly body?: unknown,
+    /** Node's error code for a failure without an answer, e.g. ECONNREFUSED, ERR_TLS_CERT_ALTNAME_INVALID. */
+    readonly code?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface DeviceConfiguration {
+  device_id: string;
+  verbose_name: string;
+  facets: string[];
+  culture_context: { language: string; timezone: string; units: string };
+  slave_devices: unknown[];
+}
+
+export class DeviceHttpsClient {
+  private readonly agent: https.Agent;
+  private readonly base: URL;
+  private readonly timeoutMs: number;
+
+  constructor(options: HttpsClientOptions) {
+    this.base = new URL(options.baseUrl);
+    if (this.base.protocol !== 'https:') throw new TypeError(`baseUrl must be https, got ${options.baseUrl}`);
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_HTTP_TIMEOUT_MS;
+    const { host: _host, ...tls } = deviceTlsOptions(this.base.hostname, options);
+    this.agent = new https.Agent({ ...tls, keepAlive: true });
+  }
+
+  /** POST /v1/device/orders: the waiting orders (they count as delivered at once). */
+  async pollOrders(): Promise<ParsedSections> {
+    return parseSections(await this.request('POST', '/v1/device/orders'));
+  }
+
+  /** POST /v1/device/pathpoints. Takes the series, or their MiniJSON (a spool batch's payload). */
+  async uploadPathpoints(data: PathpointSeries[] | Uint8Array): Promise<void> {
+    await this.request('POST', '/v1/device/pathpoints', data instanceof Uint8Array ? data : encode(data));
+  }
+
+  /** PUT /v1/device/pathpoints. */
+  async declarePathpoints(declarations: PathpointDeclaration[]): Promise<void> {
+    await this.request('PUT', '/v1/device/pathpoints', encode(declarations));
+  }
+
+  /** PUT /v1/device/device_logs. */
+  async uploadLogs(records: LogRecord[]): Promise<void> {
+    await this.request('PUT', '/v1/device/device_logs', encode(records));
+  }
+
+  /** GET /v1/device. */
+  async getConfiguration(): Promise<DeviceConfiguration> {
+    const config = await this.request('GET', '/v1/device');
+    if (typeof config !== 'object' || config === null || typeof (config as DeviceConfiguration).device_id !== 'string') {
+      throw new HttpError('device configuration without a device_id', 200, false, config);
+    }
+    return config as DeviceConfiguration;
+  }
+
+  /** Closes the pooled connections. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** Sends a request; resolves with the decoded answer (undefined when empty). */
+  request(method: string, path: string, body?: Uint8Array): Promise<unknown> {
+    const url = new URL(path, this.base);
+    const headers: Record<string, string | number> = { Accept: `${MINIJSON_TYPE}, application/json;q=0.5` };
+    if (body) {
+      headers['Content-Type'] = MINIJSON_TYPE;
+      headers['Content-Length'] = body.length;
+    }
+    return new Promise((resolve, reject) => {
+      const req = https.request(url, { method, headers, agent: this.agent }, (res) => {
+        readBody(res).then((bytes) => {
+          clearTimeout(timer);
+          const status = res.statusCode ?? 0;
+          if (status < 200 || status >= 300) {
+            let answer: unknown;
+            try {
+              answer = decodeBody(res, bytes);
+            } catch {
+              answer = bytes.toString('utf8'); // an error page from a proxy, say
+            }
+            reject(new HttpError(`${method} ${path}: HTTP ${status}`, status, status >= 500, answer));
+            return;
+          }
+          try {
+            resolve(decodeBody(res, bytes));
+          } catch (error) {
+            reject(new HttpError(`${method} ${path}: undecodable answer: ${(error as Error).message}`, status, false));
+          }
+        }, fail);
+      });
+      const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' })), this.timeoutMs);
+      function fail(error: Error & { code?: string }) {
+        clearTimeout(timer);
+        reject(error instanceof HttpError ? error : new HttpError(`${method} ${path}: ${error.message}`, undefined, true, undefined, error.code));
+      }
+      req.on('error', fail);
+      req.end(body);
+    });
+  }
+}
+
+function readBody(res: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_RESPONSE_BYTES) {
+        res.destroy();
+        reject(new HttpError(`answer larger than ${MAX_RESPONSE_BYTES} bytes`, res.statusCode, false));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    res.on('error', reject);
+    res.on('end', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+/** A body by its Content-Type: MiniJSON, JSON, else text; undefined when empty. Throws when undecodable. */
+function decodeBody(res: IncomingMessage, bytes: Buffer): unknown {
+  if (bytes.length === 0) return undefined;
+  const type = (res.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  if (type === MINIJSON_TYPE) return decode(bytes);
+  if (type === 'application/json' || type.endsWith('+json')) return JSON.parse(bytes.toString('utf8'));
+  return bytes.toString('utf8');
+}

@@ -1,0 +1,214 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import t from 'tap';
+import { decode } from '../../src/minijson/index.js';
+import { PayloadError, type PathpointSeries, type PathpointValue } from '../../src/protocol/index.js';
+import { openDeviceDatabase } from '../../src/device/database.js';
+import { MemorySpool, SpoolFullError, SqliteSpool, type Spool, type SpoolOptions } from '../../src/device/spool.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ngtt-spool-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+let dbCount = 0;
+
+const v = (ts: number, value: PathpointValue[1]): PathpointValue => [ts, value];
+
+const stores: [string, (options?: SpoolOptions) => Spool][] = [
+  ['memory', (options) => new MemorySpool(options)],
+  ['sqlite', (options) => SqliteSpool.open(join(dir, `suite-${dbCount++}.db`), options)],
+];
+
+for (const [name, open] of stores) {
+  t.test(`${name} spool`, async (t) => {
+    t.test('push, take grouped by path, confirm', async (t) => {
+      const spool = open();
+      t.teardown(() => spool.close());
+      await spool.push([
+        { path: 'W1', values: [v(1, 10)] },
+        { path: 'fTemp', values: [v(2, 21.5)] },
+      ]);
+      await spool.push({ path: 'W1', values: [v(3, 11), [false, 4, 'timeout']] });
+      t.equal(spool.pendingValues, 4);
+      const batch = spool.takeBatch()!;
+      t.same(batch.series, [
+        { path: 'W1', values: [v(1, 10), v(3, 11), [false, 4, 'timeout']] },
+        { path: 'fTemp', values: [v(2, 21.5)] },
+      ]);
+      t.same(decode(batch.payload), batch.series, 'payload is the series as MiniJSON');
+      t.equal(batch.valueCount, 4);
+      t.same([spool.pendingValues, spool.inFlightValues, spool.inFlightBatches], [0, 4, 1]);
+      t.equal(spool.takeBatch(), undefined, 'nothing pending');
+      t.same(spool.unconfirmedBatches().map((b) => b.id), [batch.id], 'nothing deleted before confirm');
+      t.equal(spool.confirm(batch.id), true);
+      t.equal(spool.confirm(batch.id), false, 'a second confirm finds nothing');
+      t.same([spool.pendingValues, spool.inFlightValues, spool.inFlightBatches], [0, 0, 0]);
+      t.same(spool.unconfirmedBatches(), []);
+    });
+
+    t.test('values keep their types; malformed pushes are refused whole', async (t) => {
+      const spool = open();
+      t.teardown(() => spool.close());
+      const values: PathpointValue[] = [v(1, 7), v(2, -3.25), v(3, 'on'), v(4, 2n ** 70n), v(5, 0.1), [false, 6, 'type']];
+      await spool.push({ path: 'x', values });
+      t.same(spool.takeBatch()!.series, [{ path: 'x', values }]);
+      await t.rejects(spool.push([{ path: 'y', values: [[1, { no: 1 }]] }] as unknown as PathpointSeries[]), PayloadError);
+      await t.rejects(spool.push([{ path: 'y', values: [v(1, 1)] }, { path: '', values: [] }]), PayloadError);
+      t.equal(spool.pendingValues, 0);
+    });
+
+    t.test('batch limits: maxValues, maxBytes, oldest first', async (t) => {
+      const spool = open();
+      t.teardown(() => spool.close());
+      for (let i = 0; i < 100; i++) await spool.push({ path: `p${i % 4}`, values: [v(1000 + i, 'x'.repeat(20))] });
+      const a = spool.takeBatch({ maxValues: 10 })!;
+      t.equal(a.valueCount, 10);
+      t.same(a.series.flatMap((s) => s.values.map((x) => x[0])).sort(), Array.from({ length: 10 }, (_, i) => 1000 + i));
+      const b = spool.takeBatch({ maxBytes: 300 })!;
+      t.ok(b.payload.length <= 300, `payload ${b.payload.length} bytes`);
+      t.ok(b.valueCount >= 5, `${b.valueCount} values fit in 300 bytes`);
+      const c = spool.takeBatch({ maxBytes: 1 })!;
+      t.equal(c.valueCount, 1, 'a batch holds at least one value');
+      t.equal(spool.pendingValues, 100 - 10 - b.valueCount - 1);
+      t.same(spool.unconfirmedBatches().map((x) => x.id), [a.id, b.id, c.id]);
+      t.ok(a.id < b.id && b.id < c.id);
+    });
+
+    t.test('reject keeps the batch aside and never resends it', async (t) => {
+      const spool = open({ now: () => 42 });
+      t.teardown(() => spool.close());
+      await spool.push({ path: 'W1', values: [v(1, 1), v(2, 2)] });
+      const batch = spool.takeBatch()!;
+      await spool.push({ path: 'W1', values: [v(3, 3)] });
+      t.equal(spool.reject(batch.id, 'malformed'), true);
+      t.equal(spool.reject(batch.id, 'again'), false);
+      t.same(spool.unconfirmedBatches(), []);
+      t.equal(spool.rejectedBatches, 1);
+      t.same(spool.rejected(), [{ id: batch.id, reason: 'malformed', rejectedAt: 42, series: batch.series }]);
+      t.same(spool.takeBatch()!.series, [{ path: 'W1', values: [v(3, 3)] }], 'only the new value is taken');
+    });
+
+    t.test('rejected batches are bounded', async (t) => {
+      const spool = open({ maxRejected: 2 });
+      t.teardown(() => spool.close());
+      const ids: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        await spool.push({ path: 'W1', values: [v(i, i)] });
+        const id = spool.takeBatch()!.id;
+        ids.push(id);
+        spool.reject(id, `r${i}`);
+      }
+      t.equal(spool.rejectedBatches, 2);
+      t.same(spool.rejected().map((r) => r.id), [ids[3], ids[2]], 'the newest are kept');
+    });
+
+    t.test('capacity: full spool refuses, waitForSpace resolves after confirm', async (t) => {
+      const spool = open({ maxValues: 10 });
+      t.teardown(() => spool.close());
+      await spool.push({ path: 'W1', values: Array.from({ length: 8 }, (_, i) => v(i, i)) });
+      t.equal(spool.isFull, false);
+      await t.rejects(spool.push({ path: 'W1', values: [v(8, 8), v(9, 9), v(10, 10)] }), SpoolFullError);
+      t.equal(spool.pendingValues, 8, 'nothing of the refused push was stored');
+      await spool.push({ path: 'W1', values: [v(8, 8), v(9, 9)] });
+      t.equal(spool.isFull, true);
+      const batch = spool.takeBatch({ maxValues: 5 })!;
+      t.equal(spool.isFull, true, 'values in flight still count');
+      let resolved = false;
+      const space = spool.waitForSpace(3).then(() => (resolved = true));
+      await new Promise((r) => setImmediate(r));
+      t.equal(resolved, false);
+      spool.confirm(batch.id);
+      await space;
+      t.equal(spool.isFull, false);
+      await t.rejects(spool.waitForSpace(11), RangeError);
+    });
+
+    t.test('10 000 values in well under a second', async (t) => {
+      const spool = open();
+      t.teardown(() => spool.close());
+      let started = performance.now();
+      const pushes: Promise<void>[] = [];
+      for (let i = 0; i < 10_000; i++) pushes.push(spool.push({ path: `W${i % 50}`, values: [v(1_700_000_000_000 + i, i)] }));
+      await Promise.all(pushes);
+      const single = performance.now() - started;
+      t.ok(single < 1000, `10 000 single-value pushes: ${single.toFixed(0)} ms`);
+      started = performance.now();
+      await spool.push({ path: 'f1', values: Array.from({ length: 10_000 }, (_, i) => v(i, i + 0.5)) });
+      const bulk = performance.now() - started;
+      t.ok(bulk < 1000, `one push of 10 000 values: ${bulk.toFixed(0)} ms`);
+      t.equal(spool.pendingValues, 20_000);
+      started = performance.now();
+      const batch = spool.takeBatch({ maxValues: 20_000, maxBytes: 16 << 20 })!;
+      t.equal(batch.valueCount, 20_000);
+      t.equal(batch.series.length, 51);
+      const took = performance.now() - started;
+      t.ok(took < 2000, `one batch of all 20 000: ${took.toFixed(0)} ms`);
+    });
+  });
+}
+
+t.test('sqlite: everything survives a reopen; batch ids are not reused', async (t) => {
+  const file = join(dir, 'reopen.db');
+  const first = SqliteSpool.open(file);
+  await first.push({ path: 'W1', values: [v(1, 1), v(2, 2), v(3, 3)] });
+  const confirmed = first.takeBatch({ maxValues: 1 })!;
+  first.confirm(confirmed.id);
+  const inFlight = first.takeBatch({ maxValues: 1 })!;
+  const rejected = first.takeBatch({ maxValues: 1 })!;
+  first.reject(rejected.id, 'bad');
+  await first.push({ path: 'W2', values: [v(4, 4)] });
+  await first.close();
+
+  const second = SqliteSpool.open(file);
+  t.teardown(() => second.close());
+  t.same([second.pendingValues, second.inFlightValues, second.inFlightBatches, second.rejectedBatches], [1, 1, 1, 1]);
+  const again = second.unconfirmedBatches();
+  t.same(again.map((b) => b.id), [inFlight.id]);
+  t.same(Buffer.from(again[0].payload), Buffer.from(inFlight.payload), 'resent with the same content');
+  t.equal(second.rejected()[0].reason, 'bad');
+  const next = second.takeBatch()!;
+  t.ok(next.id > rejected.id, 'a new batch gets a new id');
+  t.same(next.series, [{ path: 'W2', values: [v(4, 4)] }]);
+});
+
+t.test('sqlite: shares a database opened by the caller and leaves it open', async (t) => {
+  const db = openDeviceDatabase(join(dir, 'shared.db'));
+  t.teardown(() => db.close());
+  const spool = SqliteSpool.open(db);
+  await spool.push({ path: 'W1', values: [v(1, 1)] });
+  await spool.close();
+  t.equal(db.open, true);
+  t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+  t.equal(db.pragma('synchronous', { simple: true }), 2, 'synchronous=FULL');
+  t.equal(SqliteSpool.open(db).pendingValues, 1);
+});
+
+t.test('sqlite: nothing push() acknowledged is lost when the process is killed', async (t) => {
+  const file = join(dir, 'crash.db');
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'spool-child.ts'), file], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let lastAcked = -1;
+  let batch: { id: number; count: number } | undefined;
+  for await (const line of createInterface({ input: child.stdout! })) {
+    const [kind, a, b] = line.split(' ');
+    if (kind === 'acked') lastAcked = Number(b);
+    if (kind === 'batch') batch = { id: Number(a), count: Number(b) };
+    if (lastAcked >= 500) {
+      child.kill('SIGKILL');
+      break;
+    }
+  }
+  await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
+  t.equal(child.signalCode, 'SIGKILL');
+
+  const spool = SqliteSpool.open(file);
+  t.teardown(() => spool.close());
+  const unconfirmed = spool.unconfirmedBatches();
+  t.same(unconfirmed.map((x) => [x.id, x.valueCount]), [[batch!.id, batch!.count]], 'the batch formed before the kill is still in flight');
+  const all = [...unconfirmed, spool.takeBatch({ maxValues: 1e9, maxBytes: 1 << 30 })!];
+  const stored = new Set(all.flatMap((x) => x.series.flatMap((s) => s.values.map((value) => value[1] as number))));
+  const missing = Array.from({ length: lastAcked + 1 }, (_, i) => i).filter((i) => !stored.has(i));
+  t.same(missing, [], `all ${lastAcked + 1} acknowledged values are there (${stored.size} stored)`);
+});
