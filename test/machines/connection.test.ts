@@ -3,7 +3,7 @@ import { SimulatedClock, createActor } from 'xstate';
 import { FrameType } from '../../src/protocol/frames.js';
 import { DEFAULT_BACKOFF, backoffDelay, nominalBackoff } from '../../machines/common.js';
 import { type ConnectionInput, type ConnectionReport, PING_TID, connectionMachine } from '../../machines/connection.js';
-import { type FakeSocket, fakeSocketActor, sequence } from './harness.js';
+import { type FakeSocket, fakeSocketActor, sequence } from '../helpers/machines.js';
 
 function start(input: Partial<ConnectionInput> = {}, opts: { autoSent?: boolean } = {}) {
   const sockets: FakeSocket[] = [];

@@ -4,7 +4,7 @@ import { FrameType } from '../../src/protocol/frames.js';
 import type { LogRecord } from '../../src/protocol/messages.js';
 import type { HttpResult, TransmitEvent } from '../../machines/common.js';
 import { type LogsInput, logsMachine } from '../../machines/logs.js';
-import { manualPromise, settle } from './harness.js';
+import { manualPromise, settle } from '../helpers/machines.js';
 
 const rec = (n: number): LogRecord => ({ service: 's', when: n, message: `m${n}`, level: 20 });
 const whens = (rs: unknown) => (rs as LogRecord[]).map((r) => r.when);

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { createActor, fromPromise } from 'xstate';
 import { type OrderDoneReport, type OrderInput, type OrderOutcome, orderIdOf, orderMachine, type ExecuteInput } from '../../machines/order.js';
-import { manualPromise, settle } from './harness.js';
+import { manualPromise, settle } from '../helpers/machines.js';
 
 const sections = (id?: string) => [{ ...(id ? { id } : {}), orders: [{ type: 'write', path: 'W1', value: 5 }], disposition: 0 }];
 

@@ -3,7 +3,7 @@ import { SimulatedClock, createActor, fromPromise } from 'xstate';
 import type { PathpointSeries } from '../../src/protocol/messages.js';
 import type { HttpResult, TransmitEvent } from '../../machines/common.js';
 import { type LoadedBatch, type UploadInput, estimateBytes, nextTid, uploadMachine } from '../../machines/upload.js';
-import { manualPromise, settle } from './harness.js';
+import { manualPromise, settle } from '../helpers/machines.js';
 
 const one = (path: string, ts: number, v: number): PathpointSeries[] => [{ path, values: [[ts, v]] }];
 
