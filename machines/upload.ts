@@ -3,8 +3,9 @@
  * Three parallel regions:
  *
  * collecting — the open batch, in memory:
- *   empty ──PUSH──▶ open ──(values ≥ maxBatchValues | bytes ≥ maxBatchBytes | maxBatchAgeMs | FLUSH)
- *   and spool has room──▶ empty   (the batch gets the next id and is handed to `spoolBatch`)
+ *   empty ──PUSH──▶ open ──(values ≥ maxBatchValues | bytes ≥ maxBatchBytes | maxBatchAgeMs | FLUSH)──▶
+ *   ready ──(spool has room)──▶ empty   (the batch gets the next id and is handed to `spoolBatch`)
+ *   A single PUSH is never split, so a batch can exceed the limits by that PUSH.
  *   A crash loses at most the open batch; the runtime sends FLUSH before a graceful stop.
  *
  * spool — backpressure, observable as tag `full`:
