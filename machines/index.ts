@@ -1,0 +1,18 @@
+/**
+ * Pure XState machines of the NGTT device: what happens, in which order, and what it needs done.
+ * No I/O here: sockets, HTTP, SQLite and order execution are provided by the runtime
+ * (src/device/) through `.provide({ actors, actions })`, and by fakes in test/machines/.
+ *
+ *   supervisor ─┬─ connection (NGTT only)   connection.ts
+ *               ├─ upload (pathpoint data)  upload.ts
+ *               ├─ logs                     logs.ts
+ *               └─ order × N                order.ts
+ *
+ * Shared vocabulary (frames, links, backoff, HTTPS outcomes): common.ts.
+ */
+export * from './common.js';
+export * from './connection.js';
+export * from './order.js';
+export * from './upload.js';
+export * from './logs.js';
+export * from './supervisor.js';
