@@ -2,7 +2,7 @@
  * Throw-away ECDSA P-256 PKI for tests that need real mutual TLS. Stand-in until src/pki lands
  * (createCA / createServerCertificate / createDeviceCertificate); keep it small.
  */
-import './reflect-shim.js';
+import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 
