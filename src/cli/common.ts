@@ -23,7 +23,7 @@ export function parse<T extends ParseArgsConfig['options']>(argv: string[], opti
 }
 
 /** Errors that are the user's doing, by name or by system error code. */
-const USER_ERROR_NAMES = new Set(['UserError', 'PkiFileError', 'IdentityError', 'PayloadError']);
+const USER_ERROR_NAMES = new Set(['UserError', 'PkiFileError', 'IdentityError', 'PayloadError', 'ServerConfigError']);
 const USER_ERROR_CODES = new Set(['ENOENT', 'EACCES', 'EADDRINUSE', 'EADDRNOTAVAIL', 'ECONNREFUSED', 'EISDIR', 'ENOTDIR']);
 
 /** Runs a command; a user mistake becomes one line on stderr and an exit code, anything else a bug report. */

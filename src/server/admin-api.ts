@@ -8,7 +8,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { PayloadError } from '../protocol/index.js';
 import type { DeviceRegistry } from './device-registry.js';
-import { installContentHandling, sendValue } from './http-content.js';
+import { installContentHandling, quietRequests, sendValue } from './http-content.js';
 import { ORDER_STATES, type DeviceConfigPatch, type OrderState, type Store } from './store/index.js';
 
 export interface AdminApiOptions {
@@ -37,7 +37,7 @@ function limitOf(query: { limit?: string }): number | undefined {
 type DeviceParams = { Params: { deviceId: string }; Querystring: { limit?: string; state?: string; path?: string } };
 
 export function createAdminApi(o: AdminApiOptions) {
-  const app = Fastify({ loggerInstance: o.logger, disableRequestLogging: true, bodyLimit: o.bodyLimit });
+  const app = Fastify({ loggerInstance: o.logger, logController: quietRequests(), bodyLimit: o.bodyLimit });
   installContentHandling(app);
 
   if (o.token !== undefined) {

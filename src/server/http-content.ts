@@ -3,7 +3,7 @@
  * (`application/minijson`, spec §9) and JSON, chosen by Content-Type on the way in and by
  * Accept on the way out. Bad bodies and validation failures are 400s, never 500s.
  */
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { decode, encode } from '../minijson/index.js';
 import { PayloadError } from '../protocol/index.js';
 
@@ -61,3 +61,6 @@ export function installContentHandling(app: FastifyInstance<any, any, any, any>)
   });
   app.setNotFoundHandler((request, reply) => sendValue(request, reply.code(404), { error: `no route ${request.method} ${request.url}` }));
 }
+
+/** No log line per request (a busy device API would drown the log); refusals and failures are logged by the error handler. */
+export const quietRequests = () => new LogController({ disableRequestLogging: true });

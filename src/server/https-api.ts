@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { parseLogRecords, parsePathpointData, parsePathpointDeclarations, type WireSection } from '../protocol/index.js';
 import { IdentityError, readDeviceIdentity } from '../pki/index.js';
 import type { DeviceRegistry } from './device-registry.js';
-import { installContentHandling, sendValue } from './http-content.js';
+import { installContentHandling, quietRequests, sendValue } from './http-content.js';
 import type { TlsMaterial } from './listener.js';
 import type { Store } from './store/index.js';
 
@@ -35,7 +35,7 @@ export function createHttpsApi(o: HttpsApiOptions) {
   const app = Fastify({
     https: { ...o.tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
     loggerInstance: o.logger,
-    disableRequestLogging: true,
+    logController: quietRequests(),
     bodyLimit: o.bodyLimit,
   });
   installContentHandling(app);

@@ -55,6 +55,11 @@ export interface NgttServer {
   close(): Promise<void>;
 }
 
+/** Options that cannot work together; the caller's mistake. */
+export class ServerConfigError extends Error {
+  override name = 'ServerConfigError';
+}
+
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 const isLoopback = (host: string) => LOOPBACK.has(host) || (isIP(host) === 4 && host.startsWith('127.'));
 
@@ -63,10 +68,10 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   const adminHost = options.adminHost ?? '127.0.0.1';
   const adminPort = options.adminPort === undefined ? 8444 : options.adminPort;
   if (adminPort !== null && !isLoopback(adminHost) && !options.adminToken) {
-    throw new Error(`the admin API on ${adminHost} (not loopback) needs an admin token`);
+    throw new ServerConfigError(`the admin API on ${adminHost} (not loopback) needs an admin token`);
   }
   const window = options.window ?? 4;
-  if (!Number.isInteger(window) || window < 1 || window > 0x7fff) throw new RangeError(`window must be 1..32767, not ${window}`);
+  if (!Number.isInteger(window) || window < 1 || window > 0x7fff) throw new ServerConfigError(`window must be 1..32767, not ${window}`);
   const maxFrameLength = options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH;
   const logger = options.logger ?? pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
   const ownStore = !options.store;
