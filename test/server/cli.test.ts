@@ -1,0 +1,63 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { runCerts } from '../../src/cli/certs.js';
+import { runOrder } from '../../src/cli/order.js';
+import { runServer } from '../../src/cli/server.js';
+import { makePki, startTestServer } from '../helpers/server-fixture.js';
+
+/** Runs a command in-process, capturing what it prints. */
+async function run(command: (argv: string[]) => Promise<number>, ...argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const { log, error } = console;
+  console.log = (...a: unknown[]) => out.push(a.join(' '));
+  console.error = (...a: unknown[]) => err.push(a.join(' '));
+  try {
+    const code = await command(argv);
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  } finally {
+    Object.assign(console, { log, error });
+  }
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'ngtt-cli-'));
+t.teardown(() => rm(dir, { recursive: true, force: true }));
+
+t.test('ngtt certs', async (t) => {
+  const pki = join(dir, 'pki');
+  t.match(await run(runCerts, 'init', pki), { code: 0, out: /created CA/ });
+  t.match(await run(runCerts, 'init', pki), { code: 1, err: /already exists \(use --force/ });
+  t.match(await run(runCerts, 'init', pki, '--force'), { code: 0 });
+  t.match(await run(runCerts, 'device', 'dev-9', '--dir', pki, '--environment', '1'), { code: 0 });
+  t.match(await run(runCerts, 'show', join(pki, 'devices', 'dev-9.crt')), { code: 0, out: /DeviceID: dev-9\nEnvironment: 1/ });
+  t.match(await run(runCerts, 'show', join(pki, 'missing.crt')), { code: 1, err: /ENOENT|no such file/ });
+  t.match(await run(runCerts, 'device', 'x', '--dir', pki, '--environment', '7'), { code: 2, err: /--environment must be/ });
+  t.match(await run(runCerts, 'nonsense'), { code: 2 });
+  t.match(await run(runCerts, '--help'), { code: 0, out: /Usage/ });
+  for (const r of [await run(runCerts, 'show', join(pki, 'ca.key')), await run(runCerts, 'device', 'x', '--dir', join(dir, 'nope'))]) {
+    t.equal(r.code, 1);
+    t.equal(r.err.split('\n').length, 1, `one line, no stack trace: ${r.err}`);
+  }
+});
+
+t.test('ngtt order against the admin API', async (t) => {
+  const server = await startTestServer(await makePki());
+  t.teardown(() => server.close());
+  const admin = ['--admin', `http://127.0.0.1:${server.adminPort}`];
+  const sent = await run(runOrder, 'send', 'dev-c', '{"orders": [{"type": "read", "path": "W1"}]}', ...admin);
+  t.equal(sent.code, 0);
+  const id = sent.out.trim();
+  t.equal((await server.store.getOrder(id))?.deviceId, 'dev-c');
+  t.match(await run(runOrder, 'list', 'dev-c', ...admin), { code: 0, out: new RegExp(`${id}\\s+queued`) });
+  t.match(await run(runOrder, 'send', 'dev-c', '[{"orders": [{"type": "nope"}]}]', ...admin), { code: 1, err: /400: .*unknown order type/ });
+  t.match(await run(runOrder, 'send', 'dev-c', '[{', ...admin), { code: 2, err: /not valid JSON/ });
+  t.match(await run(runOrder, 'list', 'dev-c', '--admin', 'http://127.0.0.1:1'), { code: 1, err: /cannot reach the admin API/ });
+});
+
+t.test('ngtt server: user mistakes are one line', async (t) => {
+  t.match(await run(runServer, '--pki', join(dir, 'absent')), { code: 1, err: /does not exist/ });
+  t.match(await run(runServer, '--ca', 'x'), { code: 2, err: /go together/ });
+  t.match(await run(runServer, '--port', 'http'), { code: 2, err: /--port must be/ });
+});
