@@ -3,7 +3,7 @@
  * certificates and device certificates carrying the NGTT extensions. ECDSA P-256 keeps key
  * generation fast enough to make fresh certificates in every test.
  */
-import './reflect-metadata.js';
+import 'reflect-metadata'; // @peculiar/x509 (tsyringe) needs it before it loads
 import {
   AuthorityKeyIdentifierExtension,
   BasicConstraintsExtension,

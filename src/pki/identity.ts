@@ -1,4 +1,4 @@
-import './reflect-metadata.js';
+import 'reflect-metadata'; // @peculiar/x509 (tsyringe) needs it before it loads
 import { X509Certificate } from '@peculiar/x509';
 import { decodeInteger, decodeString } from './der.js';
 

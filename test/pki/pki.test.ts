@@ -1,4 +1,4 @@
-import '../../src/pki/reflect-metadata.js'; // before @peculiar/x509
+import 'reflect-metadata'; // before @peculiar/x509
 import { X509Certificate as NodeX509 } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
