@@ -126,18 +126,7 @@ function writeString(s: string): void {
     // At most 3 bytes per UTF-16 unit, so the result surely fits the 1-byte short form.
     ensure(1 + n * 3);
     const h = pos++;
-    let i = 0;
-    for (; i < n; i++) {
-      const c = s.charCodeAt(i);
-      if (c >= 0x80) break;
-      buf[pos++] = c;
-    }
-    if (i < n) {
-      checkWellFormed(s);
-      pos = h + 1;
-      pos += buf.write(s, pos, 'utf8');
-    }
-    buf[h] = SHORT_STR | (pos - h - 1);
+    buf[h] = SHORT_STR | writeUtf8Short(s);
     return;
   }
   if (n <= 1024) {
@@ -183,6 +172,28 @@ function writeString(s: string): void {
     pos += 4;
   }
   pos += buf.write(s, pos, len, 'utf8');
+}
+
+/**
+ * Writes a short string's UTF-8 at pos and returns its byte length. The caller has reserved
+ * 3 bytes per character beforehand (growing here would move the header it is about to patch).
+ * Builds ASCII in JS: for a few characters that beats a native call.
+ */
+function writeUtf8Short(s: string): number {
+  const n = s.length;
+  const start = pos;
+  let i = 0;
+  for (; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) break;
+    buf[pos++] = c;
+  }
+  if (i < n) {
+    checkWellFormed(s);
+    pos = start;
+    pos += buf.write(s, pos, 'utf8');
+  }
+  return pos - start;
 }
 
 function checkWellFormed(s: string): void {
@@ -384,18 +395,7 @@ function writeKey(key: string): boolean {
   if (n > 255) return false;
   ensure(1 + n * 3);
   const h = pos++;
-  let i = 0;
-  for (; i < n; i++) {
-    const c = key.charCodeAt(i);
-    if (c >= 0x80) break;
-    buf[pos++] = c;
-  }
-  if (i < n) {
-    checkWellFormed(key);
-    pos = h + 1;
-    pos += buf.write(key, pos, 'utf8');
-  }
-  const len = pos - h - 1;
+  const len = writeUtf8Short(key);
   if (len > 255) return false;
   buf[h] = len;
   return true;
