@@ -12,9 +12,18 @@ Commands:
 
 Run \`ngtt <command> --help\` for a command's options.`;
 
-const [command] = process.argv.slice(2);
+/** Subcommands that exist so far, loaded on demand so `ngtt --help` stays fast. */
+const COMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
+  certs: async () => (await import('./certs.js')).runCerts,
+  server: async () => (await import('./server.js')).runServer,
+  order: async () => (await import('./order.js')).runOrder,
+};
+
+const [command, ...rest] = process.argv.slice(2);
 if (!command || command === '--help' || command === '-h' || command === 'help') {
   console.log(HELP);
+} else if (COMMANDS[command]) {
+  process.exitCode = await (await COMMANDS[command]())(rest);
 } else {
   console.log(HELP);
   console.error(`\nngtt: '${command}' is not available yet in this version`);

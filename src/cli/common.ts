@@ -1,0 +1,49 @@
+/** What the subcommands share: argument parsing that reports mistakes in one line, and exit codes. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** A mistake the user can fix (bad option, missing file, port in use): one line, no stack trace. */
+export class UserError extends Error {
+  override name = 'UserError';
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+export const EXIT_USAGE = 2;
+
+export function parse<T extends ParseArgsConfig['options']>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UserError((e as Error).message, EXIT_USAGE);
+  }
+}
+
+/** Errors that are the user's doing, by name or by system error code. */
+const USER_ERROR_NAMES = new Set(['UserError', 'PkiFileError', 'IdentityError', 'PayloadError']);
+const USER_ERROR_CODES = new Set(['ENOENT', 'EACCES', 'EADDRINUSE', 'EADDRNOTAVAIL', 'ECONNREFUSED', 'EISDIR', 'ENOTDIR']);
+
+/** Runs a command; a user mistake becomes one line on stderr and an exit code, anything else a bug report. */
+export async function runCommand(name: string, body: () => Promise<number>): Promise<number> {
+  try {
+    return await body();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { exitCode?: number };
+    if (USER_ERROR_NAMES.has(err.name) || (err.code && USER_ERROR_CODES.has(err.code))) {
+      console.error(`ngtt ${name}: ${err.message}`);
+      return typeof err.exitCode === 'number' ? err.exitCode : 1;
+    }
+    console.error(`ngtt ${name}: internal error:`, err);
+    return 70; // EX_SOFTWARE
+  }
+}
+
+export function integerOption(value: string | undefined, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UserError(`--${name} must be an integer from ${min} to ${max}, not ${JSON.stringify(value)}`, EXIT_USAGE);
+  return n;
+}

@@ -1,0 +1,249 @@
+/**
+ * One device's NGTT connection, after the TLS handshake and identity check: reads frames,
+ * answers them (spec §4–§8) and closes the connection on protocol errors and silence.
+ * Orders are handled by OrderDispatcher, uploads by UploadPipeline.
+ */
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { decode } from '../minijson/index.js';
+import {
+  encodeFrame,
+  encodeValueFrame,
+  FrameDecoder,
+  FrameType,
+  frameTypeName,
+  parseLogRecords,
+  parsePathpointData,
+  ProtocolError,
+  type BaobSyncResponse,
+  type Frame,
+} from '../protocol/index.js';
+import type { DeviceCounters, LiveSession } from './device-registry.js';
+import { OrderDispatcher } from './order-dispatcher.js';
+import type { Store } from './store/index.js';
+import { UploadPipeline } from './upload-pipeline.js';
+
+export interface DeviceSessionOptions {
+  deviceId: string;
+  socket: TLSSocket;
+  store: Store;
+  window: number;
+  idleTimeoutMs: number;
+  maxFrameLength: number;
+  logger: Logger;
+  counters: DeviceCounters;
+  /** Called once the connection is gone and its orders are requeued. */
+  onClosed(session: DeviceSession): void;
+}
+
+/** Frames only the server sends; a device sending them is confused but harmless. */
+const SERVER_FRAMES = new Set<number>([FrameType.ORDER, FrameType.DATA_STREAM_CONFIRM, FrameType.DATA_STREAM_REJECT, FrameType.SYNC_BAOB_RESPONSE]);
+const NO_BAOBS: BaobSyncResponse = { download: [], upload: [] };
+
+export class DeviceSession implements LiveSession {
+  readonly deviceId: string;
+  readonly connectedAt = Date.now();
+  readonly remoteAddress: string;
+  private readonly socket: TLSSocket;
+  private readonly log: Logger;
+  private readonly counters: DeviceCounters;
+  private readonly decoder: FrameDecoder;
+  private readonly uploads: UploadPipeline;
+  private dispatcher: OrderDispatcher | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private readonly readPauses = new Set<string>();
+  private readonly closed: Promise<void>;
+
+  constructor(private readonly o: DeviceSessionOptions) {
+    this.deviceId = o.deviceId;
+    this.socket = o.socket;
+    this.remoteAddress = `${o.socket.remoteAddress}:${o.socket.remotePort}`;
+    this.log = o.logger;
+    this.counters = o.counters;
+    this.decoder = new FrameDecoder({ maxFrameLength: o.maxFrameLength });
+    this.uploads = new UploadPipeline({
+      deviceId: o.deviceId,
+      store: o.store,
+      counters: o.counters,
+      write: (frames) => this.write(frames),
+      setReadPaused: (paused) => this.pauseReading('uploads', paused),
+      onFailure: (e) => this.fail('storing uploads failed', e),
+    });
+    this.closed = new Promise((resolve) => {
+      this.socket.once('close', () => void this.cleanUp().finally(resolve));
+    });
+    this.socket.on('error', (e) => this.log.debug({ err: e }, 'socket error'));
+  }
+
+  /** Opens the device's order source and starts reading. Null if the connection died meanwhile. */
+  async start(): Promise<DeviceSession | null> {
+    const source = await this.o.store.openOrderSource(this.deviceId, { prefetch: this.o.window });
+    this.dispatcher = new OrderDispatcher({
+      source,
+      window: this.o.window,
+      write: (frame) => this.write(frame),
+      waitForDrain: () => this.waitForDrain(),
+      onFailure: (e) => this.fail('order source failed', e),
+      counters: this.counters,
+    });
+    if (this.socket.destroyed) {
+      await this.dispatcher.stop();
+      return null;
+    }
+    this.counters.connections++;
+    this.idleTimer = setTimeout(() => this.onIdle(), this.o.idleTimeoutMs);
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.log.info('device connected');
+    return this;
+  }
+
+  async close(reason: string): Promise<void> {
+    if (!this.socket.destroyed) this.log.info({ reason }, 'closing connection');
+    this.socket.destroy();
+    await this.closed;
+  }
+
+  private async cleanUp(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.uploads.stop();
+    try {
+      await this.dispatcher?.stop();
+    } catch (e) {
+      this.log.error({ err: e }, 'could not requeue unsettled orders');
+    }
+    this.log.info('device disconnected');
+    this.o.onClosed(this);
+  }
+
+  private onIdle(): void {
+    this.log.warn({ idleTimeoutMs: this.o.idleTimeoutMs }, 'device silent past the idle timeout');
+    void this.close('idle timeout');
+  }
+
+  private onData(chunk: Buffer): void {
+    this.idleTimer?.refresh();
+    this.counters.lastSeen = Date.now();
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (e) {
+      return this.protocolError(e);
+    }
+    for (const frame of frames) {
+      if (this.socket.destroyed) return;
+      try {
+        this.onFrame(frame);
+      } catch (e) {
+        return this.protocolError(e);
+      }
+    }
+  }
+
+  private onFrame({ tid, type, payload }: Frame): void {
+    switch (type) {
+      case FrameType.PING:
+        this.counters.pings++;
+        this.write(encodeFrame(tid, FrameType.PING));
+        return;
+      case FrameType.FETCH_ORDERS:
+        this.dispatcher!.fetch();
+        return;
+      case FrameType.ORDER_CONFIRM:
+        if (payload.length) decodeOrFail(payload, 'ORDER_CONFIRM'); // content is meaningless, garbage is not
+        this.settle(tid, 'confirmed');
+        return;
+      case FrameType.ORDER_REJECT: {
+        const body = payload.length ? decodeOrFail(payload, 'ORDER_REJECT') : undefined;
+        const reason = typeof (body as { reason?: unknown })?.reason === 'string' ? (body as { reason: string }).reason : undefined;
+        this.settle(tid, 'rejected', reason);
+        return;
+      }
+      case FrameType.DATA_STREAM:
+        return this.onDataStream(tid, payload);
+      case FrameType.LOGS:
+        return this.onLogs(payload);
+      case FrameType.SYNC_BAOB_REQUEST:
+        if (payload.length) decodeOrFail(payload, 'SYNC_BAOB_REQUEST');
+        this.write(encodeValueFrame(tid, FrameType.SYNC_BAOB_RESPONSE, NO_BAOBS));
+        return;
+      default:
+        this.log.warn({ type, tid, name: frameTypeName(type), ignored: true }, SERVER_FRAMES.has(type) ? 'device sent a server-only frame' : 'unknown frame type');
+    }
+  }
+
+  private settle(tid: number, outcome: 'confirmed' | 'rejected', reason?: string): void {
+    this.dispatcher!.settle(tid, outcome, reason).catch((e) => (e instanceof ProtocolError ? this.protocolError(e) : this.fail('settling an order failed', e)));
+  }
+
+  private onDataStream(tid: number, payload: Buffer): void {
+    let series;
+    try {
+      series = parsePathpointData(decode(payload));
+    } catch (e) {
+      this.log.warn({ tid, reason: (e as Error).message }, 'DATA_STREAM rejected');
+      this.uploads.reject(tid, (e as Error).message);
+      return;
+    }
+    this.uploads.data(tid, series, payload);
+  }
+
+  private onLogs(payload: Buffer): void {
+    try {
+      this.uploads.logs(parseLogRecords(decode(payload)), payload.length);
+    } catch (e) {
+      // LOGS has no reply (spec §7): a bad batch is dropped and noted.
+      this.counters.logBatchesDropped++;
+      this.log.warn({ reason: (e as Error).message }, 'malformed LOGS dropped');
+    }
+  }
+
+  private write(data: Buffer): boolean {
+    if (this.socket.destroyed) return true;
+    const ok = this.socket.write(data);
+    // A device that does not read its replies must not make us buffer without end.
+    if (!ok && !this.readPauses.has('replies')) {
+      this.pauseReading('replies', true);
+      this.socket.once('drain', () => this.pauseReading('replies', false));
+    }
+    return ok;
+  }
+
+  private waitForDrain(): Promise<void> {
+    if (this.socket.destroyed || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
+  private pauseReading(reason: string, paused: boolean): void {
+    if (paused) this.readPauses.add(reason);
+    else this.readPauses.delete(reason);
+    if (this.readPauses.size) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  private protocolError(e: unknown): void {
+    this.counters.protocolErrors++;
+    this.log.warn({ err: e }, 'protocol error; closing the connection');
+    void this.close('protocol error');
+  }
+
+  private fail(what: string, e: unknown): void {
+    this.log.error({ err: e }, `${what}; closing the connection`);
+    void this.close(what);
+  }
+}
+
+function decodeOrFail(payload: Buffer, frame: string): unknown {
+  try {
+    return decode(payload);
+  } catch (e) {
+    throw new ProtocolError(`${frame} payload is not MiniJSON: ${(e as Error).message}`, 'BAD_PAYLOAD');
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * The NGTT TLS listener (spec §2): mutual TLS against the configured CA, the device identity
+ * from the verified client certificate only, then one DeviceSession per connection, handed over
+ * through the DeviceRegistry so a device is served on one connection at a time.
+ */
+import type { AddressInfo } from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { readDeviceIdentity } from '../pki/index.js';
+import type { DeviceRegistry } from './device-registry.js';
+import { DeviceSession } from './device-session.js';
+import type { Store } from './store/index.js';
+
+export interface TlsMaterial {
+  ca: string | Buffer | (string | Buffer)[];
+  cert: string | Buffer;
+  key: string | Buffer;
+}
+
+export interface NgttListenerOptions {
+  tls: TlsMaterial;
+  host: string;
+  port: number;
+  store: Store;
+  registry: DeviceRegistry;
+  window: number;
+  idleTimeoutMs: number;
+  maxFrameLength: number;
+  logger: Logger;
+}
+
+export class NgttListener {
+  private readonly server: tls.Server;
+  private readonly pending = new Set<Promise<void>>();
+  private readonly sockets = new Set<TLSSocket>();
+
+  constructor(private readonly o: NgttListenerOptions) {
+    this.server = tls.createServer({
+      ...o.tls,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: Math.min(o.idleTimeoutMs, 120_000),
+    });
+    this.server.on('secureConnection', (socket) => this.onConnection(socket));
+    this.server.on('tlsClientError', (err, socket) => {
+      o.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, remote: socket.remoteAddress }, 'TLS handshake refused');
+    });
+  }
+
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.o.port, this.o.host, () => {
+        this.server.off('error', reject);
+        resolve((this.server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  private onConnection(socket: TLSSocket): void {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    let deviceId: string;
+    try {
+      // rejectUnauthorized has verified the chain; the identity comes from that certificate only.
+      deviceId = readDeviceIdentity(socket.getPeerCertificate().raw).deviceId;
+    } catch (e) {
+      this.o.logger.warn({ remote, reason: (e as Error).message }, 'client certificate without a usable DeviceID; closing');
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    const logger = this.o.logger.child({ deviceId, remote });
+    const session = new DeviceSession({
+      deviceId,
+      socket,
+      store: this.o.store,
+      window: this.o.window,
+      idleTimeoutMs: this.o.idleTimeoutMs,
+      maxFrameLength: this.o.maxFrameLength,
+      logger,
+      counters: this.o.registry.counters(deviceId),
+      onClosed: (s) => this.o.registry.remove(s),
+    });
+    const handover = this.o.registry
+      .handOver(deviceId, () => session.start())
+      .catch((e) => {
+        logger.error({ err: e }, 'could not start the session');
+        socket.destroy();
+      });
+    this.pending.add(handover);
+    void handover.finally(() => this.pending.delete(handover));
+  }
+
+  /** Stops accepting, closes every connection and waits until their orders are requeued. */
+  async close(): Promise<void> {
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.allSettled([...this.pending]);
+    await Promise.allSettled(this.o.registry.sessions().map((s) => s.close('server shutting down')));
+    for (const socket of this.sockets) socket.destroy();
+    await stopped;
+  }
+}

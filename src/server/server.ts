@@ -1,0 +1,139 @@
+/** startServer: the NGTT listener, the HTTPS device API and the admin API over one Store. */
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { DEFAULT_MAX_FRAME_LENGTH, parseSectionsStrict } from '../protocol/index.js';
+import { createAdminApi } from './admin-api.js';
+import { DeviceRegistry, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
+import { createHttpsApi } from './https-api.js';
+import { NgttListener, type TlsMaterial } from './listener.js';
+import { createMemoryStore, openSqliteStore, type Store } from './store/index.js';
+
+export interface ServerOptions {
+  /** The CA that device certificates must chain to, and the server's certificate and key (PEM). */
+  tls: TlsMaterial;
+  /** Address of the device ports (NGTT and HTTPS). Default 127.0.0.1. */
+  host?: string;
+  /** 0 picks a free port. Default 2405. */
+  ngttPort?: number;
+  /** Default 8443. */
+  httpsPort?: number;
+  /** Default 8444; null turns the admin API off. */
+  adminPort?: number | null;
+  /** Default 127.0.0.1. Any other address requires adminToken. */
+  adminHost?: string;
+  /** Required as `Authorization: Bearer <token>` on the admin API when given. */
+  adminToken?: string;
+  /** Default: SQLite in dataDir, or in memory when neither is given. */
+  store?: Store;
+  /** Folder for the SQLite file (ngtt.db) when no store is given. */
+  dataDir?: string;
+  /** Unacknowledged orders per device. Default 4. */
+  window?: number;
+  /** Default 16 MiB (frames and HTTP bodies). */
+  maxFrameLength?: number;
+  /** A device silent this long is disconnected. Default 150 000 (spec §5). */
+  idleTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface DeviceStatus extends ConnectedDevice {
+  counters: DeviceCounters;
+}
+
+export interface NgttServer {
+  readonly ngttPort: number;
+  readonly httpsPort: number;
+  /** null when the admin API is off. */
+  readonly adminPort: number | null;
+  readonly store: Store;
+  /** Validates (PayloadError when malformed) and enqueues; resolves to the order id. */
+  enqueueOrder(deviceId: string, sections: unknown): Promise<string>;
+  connectedDevices(): DeviceStatus[];
+  counters(deviceId: string): DeviceCounters;
+  /** Closes listeners and connections (unsettled orders requeued), then a store it opened itself. */
+  close(): Promise<void>;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+const isLoopback = (host: string) => LOOPBACK.has(host) || (isIP(host) === 4 && host.startsWith('127.'));
+
+export async function startServer(options: ServerOptions): Promise<NgttServer> {
+  const host = options.host ?? '127.0.0.1';
+  const adminHost = options.adminHost ?? '127.0.0.1';
+  const adminPort = options.adminPort === undefined ? 8444 : options.adminPort;
+  if (adminPort !== null && !isLoopback(adminHost) && !options.adminToken) {
+    throw new Error(`the admin API on ${adminHost} (not loopback) needs an admin token`);
+  }
+  const window = options.window ?? 4;
+  if (!Number.isInteger(window) || window < 1 || window > 0x7fff) throw new RangeError(`window must be 1..32767, not ${window}`);
+  const maxFrameLength = options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH;
+  const logger = options.logger ?? pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
+  const ownStore = !options.store;
+  const store = options.store ?? (options.dataDir ? openSqliteStore(join(options.dataDir, 'ngtt.db')) : createMemoryStore());
+  const registry = new DeviceRegistry();
+
+  const enqueueOrder = async (deviceId: string, sections: unknown): Promise<string> => {
+    if (typeof deviceId !== 'string' || !deviceId) throw new TypeError('deviceId must be a non-empty string');
+    return store.enqueueOrder(deviceId, parseSectionsStrict(sections));
+  };
+
+  const listener = new NgttListener({
+    tls: options.tls,
+    host,
+    port: options.ngttPort ?? 2405,
+    store,
+    registry,
+    window,
+    idleTimeoutMs: options.idleTimeoutMs ?? 150_000,
+    maxFrameLength,
+    logger: logger.child({ component: 'ngtt' }),
+  });
+  const https = createHttpsApi({ tls: options.tls, store, registry, logger: logger.child({ component: 'https' }), bodyLimit: maxFrameLength });
+  const admin =
+    adminPort === null
+      ? null
+      : createAdminApi({ store, registry, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, enqueueOrder });
+
+  const started: (() => Promise<unknown>)[] = [];
+  const closeStarted = async () => {
+    for (const close of started.reverse()) await close().catch(() => {});
+    if (ownStore) await store.close().catch(() => {});
+  };
+  let ngttPort: number;
+  let httpsPort: number;
+  let boundAdminPort: number | null = null;
+  try {
+    ngttPort = await listener.listen();
+    started.push(() => listener.close());
+    await https.listen({ host, port: options.httpsPort ?? 8443 });
+    started.push(() => https.close());
+    httpsPort = portOf(https.server.address());
+    if (admin) {
+      await admin.listen({ host: adminHost, port: adminPort! });
+      started.push(() => admin.close());
+      boundAdminPort = portOf(admin.server.address());
+    }
+  } catch (e) {
+    await closeStarted();
+    throw e;
+  }
+  logger.info({ host, ngttPort, httpsPort, adminHost, adminPort: boundAdminPort, window }, 'NGTT server listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    ngttPort,
+    httpsPort,
+    adminPort: boundAdminPort,
+    store,
+    enqueueOrder,
+    connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...registry.counters(d.deviceId) } })),
+    counters: (deviceId) => ({ ...registry.counters(deviceId) }),
+    close: () => (closing ??= closeStarted()),
+  };
+}
+
+function portOf(address: string | import('node:net').AddressInfo | null): number {
+  if (!address || typeof address === 'string') throw new Error(`unexpected server address ${address}`);
+  return address.port;
+}

@@ -1,0 +1,186 @@
+/**
+ * The Store for an in-process backend (memory or SQLite): the order-source bookkeeping, upload
+ * encoding and config defaults live here once; a backend only provides synchronous tables.
+ */
+import { randomUUID } from 'node:crypto';
+import { decode, encode } from '../../minijson/index.js';
+import type { LogRecord, PathpointDeclaration, PathpointSeries, Section } from '../../protocol/index.js';
+import {
+  applyConfigPatch,
+  DEFAULT_LIST_LIMIT,
+  defaultDeviceConfig,
+  type DeviceConfig,
+  type DeviceConfigPatch,
+  type ListOptions,
+  type OrderRecord,
+  type OrderSource,
+  type OrderState,
+  type Settlement,
+  type Store,
+  type StoredLogRecord,
+  type StoredSeries,
+  type Uploads,
+} from './types.js';
+
+/** A stored upload: the MiniJSON of one DATA_STREAM / LOGS payload. */
+export interface UploadRow {
+  receivedAt: number;
+  payload: Uint8Array;
+}
+
+/** What a backend provides. Each call is atomic; `insertUploads` stores all rows or none. */
+export interface Tables {
+  insertOrder(order: OrderRecord): void;
+  /** Oldest queued order of the device, switched to in-flight with deliveries + 1. */
+  takeNextQueued(deviceId: string): OrderRecord | null;
+  /** in-flight → outcome; false when the order is not in flight. */
+  settle(orderId: string, outcome: Settlement, reason: string | null, at: number): boolean;
+  /** in-flight → queued. The queue is ordered by enqueue sequence, so they return to its front. */
+  requeue(orderIds: string[]): void;
+  /** Every queued order of the device, switched to delivered (deliveries + 1). */
+  takeAllQueued(deviceId: string, at: number): OrderRecord[];
+  listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[];
+  getOrder(orderId: string): OrderRecord | null;
+  insertUploads(deviceId: string, data: UploadRow[], logs: UploadRow[]): void;
+  /** Newest first. */
+  dataRows(deviceId: string): Iterable<UploadRow>;
+  logRows(deviceId: string): Iterable<UploadRow>;
+  getDevice(deviceId: string): { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] };
+  putConfig(deviceId: string, config: DeviceConfig): void;
+  putPathpoints(deviceId: string, declarations: PathpointDeclaration[]): void;
+  close(): void;
+}
+
+class LocalOrderSource implements OrderSource {
+  private readonly inFlight = new Set<string>();
+  private listener: (() => void) | null = null;
+  closed = false;
+
+  constructor(
+    private readonly tables: Tables,
+    private readonly deviceId: string,
+    private readonly detach: (source: LocalOrderSource) => void,
+  ) {}
+
+  async next(): Promise<OrderRecord | null> {
+    if (this.closed) return null;
+    const order = this.tables.takeNextQueued(this.deviceId);
+    if (order) this.inFlight.add(order.id);
+    return order;
+  }
+
+  async settle(orderId: string, outcome: Settlement, reason?: string): Promise<boolean> {
+    if (this.closed || !this.inFlight.has(orderId)) return false;
+    const settled = this.tables.settle(orderId, outcome, reason ?? null, Date.now());
+    // Only after the write: if it throws, the order stays ours and close() requeues it.
+    this.inFlight.delete(orderId);
+    return settled;
+  }
+
+  onAvailable(listener: () => void): void {
+    this.listener = listener;
+  }
+
+  notify(): void {
+    if (!this.closed) this.listener?.();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.listener = null;
+    this.tables.requeue([...this.inFlight]);
+    this.inFlight.clear();
+    this.detach(this);
+  }
+}
+
+export class LocalStore implements Store {
+  private readonly sources = new Map<string, LocalOrderSource>();
+
+  constructor(private readonly tables: Tables) {}
+
+  async enqueueOrder(deviceId: string, sections: Section[]): Promise<string> {
+    const id = randomUUID();
+    this.tables.insertOrder({ id, deviceId, sections, state: 'queued', enqueuedAt: Date.now(), settledAt: null, reason: null, deliveries: 0 });
+    this.sources.get(deviceId)?.notify();
+    return id;
+  }
+
+  async openOrderSource(deviceId: string, _options: { prefetch: number }): Promise<OrderSource> {
+    // The session enforces the window itself; prefetch matters to broker-backed stores.
+    await this.sources.get(deviceId)?.close();
+    const source = new LocalOrderSource(this.tables, deviceId, (s) => {
+      if (this.sources.get(deviceId) === s) this.sources.delete(deviceId);
+    });
+    this.sources.set(deviceId, source);
+    return source;
+  }
+
+  async takeQueuedOrders(deviceId: string): Promise<OrderRecord[]> {
+    return this.tables.takeAllQueued(deviceId, Date.now());
+  }
+
+  async listOrders(deviceId: string, options: ListOptions & { state?: OrderState } = {}): Promise<OrderRecord[]> {
+    return this.tables.listOrders(deviceId, options.state, options.limit ?? DEFAULT_LIST_LIMIT);
+  }
+
+  async getOrder(orderId: string): Promise<OrderRecord | null> {
+    return this.tables.getOrder(orderId);
+  }
+
+  async ingest(deviceId: string, uploads: Uploads): Promise<void> {
+    const receivedAt = Date.now();
+    const data = (uploads.data ?? []).map((b) => ({ receivedAt, payload: b.encoded ?? encode(b.series) }));
+    const logs = (uploads.logs ?? []).map((records) => ({ receivedAt, payload: encode(records) }));
+    if (data.length || logs.length) this.tables.insertUploads(deviceId, data, logs);
+  }
+
+  async readData(deviceId: string, options: ListOptions & { path?: string } = {}): Promise<StoredSeries[]> {
+    return newest(this.tables.dataRows(deviceId), options.limit, (row) =>
+      (decode(row.payload) as PathpointSeries[])
+        .filter((s) => options.path === undefined || s.path === options.path)
+        .map((s) => ({ ...s, receivedAt: row.receivedAt })),
+    );
+  }
+
+  async readLogs(deviceId: string, options: ListOptions = {}): Promise<StoredLogRecord[]> {
+    return newest(this.tables.logRows(deviceId), options.limit, (row) =>
+      (decode(row.payload) as LogRecord[]).map((r) => ({ ...r, receivedAt: row.receivedAt })),
+    );
+  }
+
+  async declarePathpoints(deviceId: string, declarations: PathpointDeclaration[]): Promise<void> {
+    this.tables.putPathpoints(deviceId, declarations);
+  }
+
+  async readPathpointDeclarations(deviceId: string): Promise<PathpointDeclaration[]> {
+    return this.tables.getDevice(deviceId).pathpoints;
+  }
+
+  async getDeviceConfig(deviceId: string): Promise<DeviceConfig> {
+    return this.tables.getDevice(deviceId).config ?? defaultDeviceConfig(deviceId);
+  }
+
+  async updateDeviceConfig(deviceId: string, patch: DeviceConfigPatch): Promise<DeviceConfig> {
+    const config = applyConfigPatch(await this.getDeviceConfig(deviceId), patch);
+    this.tables.putConfig(deviceId, config);
+    return config;
+  }
+
+  async close(): Promise<void> {
+    for (const source of [...this.sources.values()]) await source.close();
+    this.tables.close();
+  }
+}
+
+/** The last `limit` entries, oldest first, from rows read newest first. */
+function newest<T>(rows: Iterable<UploadRow>, limit = DEFAULT_LIST_LIMIT, expand: (row: UploadRow) => T[]): T[] {
+  const out: T[] = [];
+  for (const row of rows) {
+    const entries = expand(row);
+    for (let i = entries.length - 1; i >= 0 && out.length < limit; i--) out.push(entries[i]);
+    if (out.length >= limit) break;
+  }
+  return out.reverse();
+}

@@ -1,0 +1,101 @@
+/** An in-memory Store for tests and throwaway runs: same semantics as SQLite, nothing survives. */
+import type { PathpointDeclaration } from '../../protocol/index.js';
+import { LocalStore, type Tables, type UploadRow } from './local-store.js';
+import type { DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
+
+interface Entry {
+  seq: number;
+  order: OrderRecord;
+}
+
+class MemoryTables implements Tables {
+  private seq = 0;
+  private readonly orders = new Map<string, Entry>();
+  /** Per device, every order in enqueue sequence. */
+  private readonly byDevice = new Map<string, Entry[]>();
+  private readonly data = new Map<string, UploadRow[]>();
+  private readonly logs = new Map<string, UploadRow[]>();
+  private readonly devices = new Map<string, { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] }>();
+
+  insertOrder(order: OrderRecord): void {
+    const entry = { seq: ++this.seq, order: structuredClone(order) };
+    this.orders.set(order.id, entry);
+    listFor(this.byDevice, order.deviceId).push(entry);
+  }
+
+  takeNextQueued(deviceId: string): OrderRecord | null {
+    const entry = this.byDevice.get(deviceId)?.find((e) => e.order.state === 'queued');
+    if (!entry) return null;
+    entry.order.state = 'in-flight';
+    entry.order.deliveries++;
+    return structuredClone(entry.order);
+  }
+
+  settle(orderId: string, outcome: Settlement, reason: string | null, at: number): boolean {
+    const entry = this.orders.get(orderId);
+    if (!entry || entry.order.state !== 'in-flight') return false;
+    Object.assign(entry.order, { state: outcome, reason, settledAt: at });
+    return true;
+  }
+
+  requeue(orderIds: string[]): void {
+    for (const id of orderIds) {
+      const entry = this.orders.get(id);
+      if (entry?.order.state === 'in-flight') entry.order.state = 'queued';
+    }
+  }
+
+  takeAllQueued(deviceId: string, at: number): OrderRecord[] {
+    const taken = (this.byDevice.get(deviceId) ?? []).filter((e) => e.order.state === 'queued');
+    for (const e of taken) Object.assign(e.order, { state: 'delivered', settledAt: at, deliveries: e.order.deliveries + 1 });
+    return taken.map((e) => structuredClone(e.order));
+  }
+
+  listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[] {
+    const all = (this.byDevice.get(deviceId) ?? []).filter((e) => state === undefined || e.order.state === state);
+    return all.slice(-limit).map((e) => structuredClone(e.order));
+  }
+
+  getOrder(orderId: string): OrderRecord | null {
+    const entry = this.orders.get(orderId);
+    return entry ? structuredClone(entry.order) : null;
+  }
+
+  insertUploads(deviceId: string, data: UploadRow[], logs: UploadRow[]): void {
+    // Copies: the payload may be a view of a socket chunk that is reused.
+    listFor(this.data, deviceId).push(...data.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
+    listFor(this.logs, deviceId).push(...logs.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
+  }
+
+  dataRows(deviceId: string): Iterable<UploadRow> {
+    return [...(this.data.get(deviceId) ?? [])].reverse();
+  }
+
+  logRows(deviceId: string): Iterable<UploadRow> {
+    return [...(this.logs.get(deviceId) ?? [])].reverse();
+  }
+
+  getDevice(deviceId: string): { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] } {
+    return structuredClone(this.devices.get(deviceId) ?? { config: null, pathpoints: [] });
+  }
+
+  putConfig(deviceId: string, config: DeviceConfig): void {
+    this.devices.set(deviceId, { ...this.getDevice(deviceId), config: structuredClone(config) });
+  }
+
+  putPathpoints(deviceId: string, declarations: PathpointDeclaration[]): void {
+    this.devices.set(deviceId, { ...this.getDevice(deviceId), pathpoints: structuredClone(declarations) });
+  }
+
+  close(): void {}
+}
+
+function listFor<T>(map: Map<string, T[]>, key: string): T[] {
+  let list = map.get(key);
+  if (!list) map.set(key, (list = []));
+  return list;
+}
+
+export function createMemoryStore(): LocalStore {
+  return new LocalStore(new MemoryTables());
+}

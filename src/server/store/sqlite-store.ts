@@ -1,0 +1,207 @@
+/**
+ * The default durable Store: one SQLite file (better-sqlite3) in WAL mode.
+ *
+ * Durability: every write is a transaction that has committed before the promise resolves, so
+ * the server only sends DATA_STREAM_CONFIRM or records a settled order after the commit.
+ * In WAL mode a committed transaction has been written to the WAL with write(2) before commit
+ * returns, so it survives a kill of the process with either setting; `synchronous = FULL`
+ * (the default here) also fsyncs the WAL at each commit, so it survives a power cut or OS crash
+ * too: a device deletes confirmed data, so CONFIRM must mean "on disk". Uploads are batched
+ * (many DATA_STREAMs per transaction), which keeps the fsync cost per batch, not per frame.
+ * `synchronous: 'NORMAL'` trades the power-cut guarantee for speed.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { decode, encode } from '../../minijson/index.js';
+import type { PathpointDeclaration, Section } from '../../protocol/index.js';
+import { LocalStore, type Tables, type UploadRow } from './local-store.js';
+import type { DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
+
+export interface SqliteStoreOptions {
+  /** Default 'FULL' (see above). */
+  synchronous?: 'FULL' | 'NORMAL';
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS orders (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  device_id TEXT NOT NULL,
+  sections BLOB NOT NULL,
+  state TEXT NOT NULL,
+  enqueued_at INTEGER NOT NULL,
+  settled_at INTEGER,
+  reason TEXT,
+  deliveries INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS orders_by_device_state ON orders (device_id, state, seq);
+CREATE TABLE IF NOT EXISTS data_batches (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  device_id TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS data_by_device ON data_batches (device_id, seq);
+CREATE TABLE IF NOT EXISTS log_batches (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  device_id TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_device ON log_batches (device_id, seq);
+CREATE TABLE IF NOT EXISTS devices (
+  device_id TEXT PRIMARY KEY,
+  config TEXT,
+  pathpoints TEXT NOT NULL DEFAULT '[]'
+);
+`;
+
+interface OrderRow {
+  id: string;
+  device_id: string;
+  sections: Buffer;
+  state: OrderState;
+  enqueued_at: number;
+  settled_at: number | null;
+  reason: string | null;
+  deliveries: number;
+}
+
+const toRecord = (r: OrderRow): OrderRecord => ({
+  id: r.id,
+  deviceId: r.device_id,
+  sections: decode(r.sections) as Section[],
+  state: r.state,
+  enqueuedAt: r.enqueued_at,
+  settledAt: r.settled_at,
+  reason: r.reason,
+  deliveries: r.deliveries,
+});
+
+class SqliteTables implements Tables {
+  private readonly db: Database.Database;
+  private readonly stmt;
+  readonly insertUploads: (deviceId: string, data: UploadRow[], logs: UploadRow[]) => void;
+  readonly takeAllQueued: (deviceId: string, at: number) => OrderRecord[];
+  readonly takeNextQueued: (deviceId: string) => OrderRecord | null;
+
+  constructor(file: string, options: SqliteStoreOptions) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    // No connection survives a restart: whatever was in flight goes back to the queue.
+    this.db.prepare(`UPDATE orders SET state = 'queued' WHERE state = 'in-flight'`).run();
+    const db = this.db;
+    this.stmt = {
+      insertOrder: db.prepare(
+        `INSERT INTO orders (id, device_id, sections, state, enqueued_at, deliveries) VALUES (@id, @deviceId, @sections, 'queued', @enqueuedAt, 0)`,
+      ),
+      nextQueued: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE device_id = ? AND state = 'queued' ORDER BY seq LIMIT 1`),
+      markInFlight: db.prepare(`UPDATE orders SET state = 'in-flight', deliveries = deliveries + 1 WHERE id = ?`),
+      settle: db.prepare(`UPDATE orders SET state = ?, reason = ?, settled_at = ? WHERE id = ? AND state = 'in-flight'`),
+      requeue: db.prepare(`UPDATE orders SET state = 'queued' WHERE id = ? AND state = 'in-flight'`),
+      allQueued: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE device_id = ? AND state = 'queued' ORDER BY seq`),
+      markDelivered: db.prepare(
+        `UPDATE orders SET state = 'delivered', settled_at = ?, deliveries = deliveries + 1 WHERE device_id = ? AND state = 'queued'`,
+      ),
+      listAll: db.prepare<[string, number], OrderRow>(
+        `SELECT * FROM (SELECT * FROM orders WHERE device_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
+      ),
+      listState: db.prepare<[string, string, number], OrderRow>(
+        `SELECT * FROM (SELECT * FROM orders WHERE device_id = ? AND state = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
+      ),
+      getOrder: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE id = ?`),
+      insertData: db.prepare(`INSERT INTO data_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
+      insertLogs: db.prepare(`INSERT INTO log_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
+      dataRows: db.prepare<[string], { receivedAt: number; payload: Buffer }>(
+        `SELECT received_at AS receivedAt, payload FROM data_batches WHERE device_id = ? ORDER BY seq DESC`,
+      ),
+      logRows: db.prepare<[string], { receivedAt: number; payload: Buffer }>(
+        `SELECT received_at AS receivedAt, payload FROM log_batches WHERE device_id = ? ORDER BY seq DESC`,
+      ),
+      getDevice: db.prepare<[string], { config: string | null; pathpoints: string }>(`SELECT config, pathpoints FROM devices WHERE device_id = ?`),
+      putConfig: db.prepare(`INSERT INTO devices (device_id, config) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET config = excluded.config`),
+      putPathpoints: db.prepare(
+        `INSERT INTO devices (device_id, pathpoints) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET pathpoints = excluded.pathpoints`,
+      ),
+    };
+    const s = this.stmt;
+    this.insertUploads = db.transaction((deviceId: string, data: UploadRow[], logs: UploadRow[]) => {
+      for (const r of data) s.insertData.run(deviceId, r.receivedAt, r.payload);
+      for (const r of logs) s.insertLogs.run(deviceId, r.receivedAt, r.payload);
+    });
+    this.takeAllQueued = db.transaction((deviceId: string, at: number) => {
+      const rows = s.allQueued.all(deviceId);
+      s.markDelivered.run(at, deviceId);
+      return rows.map((r) => ({ ...toRecord(r), state: 'delivered' as const, settledAt: at, deliveries: r.deliveries + 1 }));
+    });
+    this.takeNextQueued = db.transaction((deviceId: string) => {
+      const row = s.nextQueued.get(deviceId);
+      if (!row) return null;
+      s.markInFlight.run(row.id);
+      return { ...toRecord(row), state: 'in-flight' as const, deliveries: row.deliveries + 1 };
+    });
+  }
+
+  insertOrder(order: OrderRecord): void {
+    this.stmt.insertOrder.run({ id: order.id, deviceId: order.deviceId, sections: encode(order.sections), enqueuedAt: order.enqueuedAt });
+  }
+
+  settle(orderId: string, outcome: Settlement, reason: string | null, at: number): boolean {
+    return this.stmt.settle.run(outcome, reason, at, orderId).changes === 1;
+  }
+
+  requeue(orderIds: string[]): void {
+    if (orderIds.length === 0) return;
+    this.db.transaction(() => {
+      for (const id of orderIds) this.stmt.requeue.run(id);
+    })();
+  }
+
+  listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[] {
+    const rows = state === undefined ? this.stmt.listAll.all(deviceId, limit) : this.stmt.listState.all(deviceId, state, limit);
+    return rows.map(toRecord);
+  }
+
+  getOrder(orderId: string): OrderRecord | null {
+    const row = this.stmt.getOrder.get(orderId);
+    return row ? toRecord(row) : null;
+  }
+
+  dataRows(deviceId: string): Iterable<UploadRow> {
+    return this.stmt.dataRows.iterate(deviceId);
+  }
+
+  logRows(deviceId: string): Iterable<UploadRow> {
+    return this.stmt.logRows.iterate(deviceId);
+  }
+
+  getDevice(deviceId: string): { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] } {
+    const row = this.stmt.getDevice.get(deviceId);
+    return {
+      config: row?.config ? (JSON.parse(row.config) as DeviceConfig) : null,
+      pathpoints: row ? (JSON.parse(row.pathpoints) as PathpointDeclaration[]) : [],
+    };
+  }
+
+  putConfig(deviceId: string, config: DeviceConfig): void {
+    this.stmt.putConfig.run(deviceId, JSON.stringify(config));
+  }
+
+  putPathpoints(deviceId: string, declarations: PathpointDeclaration[]): void {
+    this.stmt.putPathpoints.run(deviceId, JSON.stringify(declarations));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+/** Opens (creating if needed) the SQLite store at `file`. */
+export function openSqliteStore(file: string, options: SqliteStoreOptions = {}): LocalStore {
+  mkdirSync(dirname(file), { recursive: true });
+  return new LocalStore(new SqliteTables(file, options));
+}

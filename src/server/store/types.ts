@@ -1,0 +1,132 @@
+/**
+ * Storage behind the reference server. The protocol code sees orders only through a per-device
+ * OrderSource (pull the next one, settle, hand back on disconnect, be told when more arrive),
+ * so a broker fits behind it: one durable queue per device consumed with prefetch = window,
+ * `settle` = ack, `close` = channel close (the broker requeues what is unacked).
+ * Every method is async so that a networked store fits too.
+ */
+import type { LogRecord, PathpointDeclaration, PathpointSeries, Section } from '../../protocol/index.js';
+
+/**
+ * queued → in-flight (pushed over NGTT) → confirmed | rejected; in-flight goes back to queued
+ * when the connection drops. queued → delivered when an HTTPS poll returns it (spec §9).
+ */
+export type OrderState = 'queued' | 'in-flight' | 'confirmed' | 'rejected' | 'delivered';
+export const ORDER_STATES: readonly OrderState[] = ['queued', 'in-flight', 'confirmed', 'rejected', 'delivered'];
+
+export interface OrderRecord {
+  /** Stable id (a UUID); travels as `id` on each section of the ORDER payload. */
+  id: string;
+  deviceId: string;
+  sections: Section[];
+  state: OrderState;
+  /** Unix milliseconds. */
+  enqueuedAt: number;
+  settledAt: number | null;
+  /** Why the device rejected it, when it said. */
+  reason: string | null;
+  /** How many times it has been handed out (NGTT pushes and HTTP polls). */
+  deliveries: number;
+}
+
+export type Settlement = 'confirmed' | 'rejected';
+
+/** One device's orders, as the NGTT session consumes them. At most one is open per device. */
+export interface OrderSource {
+  /** Takes the next queued order (now in flight), or null when none is waiting. */
+  next(): Promise<OrderRecord | null>;
+  /** Settles an order this source handed out, for good. False if it was not in flight here. */
+  settle(orderId: string, outcome: Settlement, reason?: string): Promise<boolean>;
+  /** Called (without arguments) whenever new orders may be waiting. */
+  onAvailable(listener: () => void): void;
+  /** Puts every order still in flight back at the front of the queue; the source is then dead. */
+  close(): Promise<void>;
+}
+
+/** A batch of pathpoint data as received; `encoded` is its MiniJSON, when the receiver has it. */
+export interface DataBatch {
+  series: PathpointSeries[];
+  encoded?: Uint8Array;
+}
+
+export interface Uploads {
+  data?: DataBatch[];
+  logs?: LogRecord[][];
+}
+
+export interface StoredSeries extends PathpointSeries {
+  /** Unix milliseconds when the server stored it. */
+  receivedAt: number;
+}
+
+export interface StoredLogRecord extends LogRecord {
+  receivedAt: number;
+}
+
+export interface CultureContext {
+  language: string;
+  timezone: string;
+  units: string;
+}
+
+/** GET /v1/device (spec §9). */
+export interface DeviceConfig {
+  device_id: string;
+  verbose_name: string;
+  facets: string[];
+  culture_context: CultureContext;
+  slave_devices: unknown[];
+}
+
+export type DeviceConfigPatch = Partial<Omit<DeviceConfig, 'device_id' | 'culture_context'>> & {
+  culture_context?: Partial<CultureContext>;
+};
+
+export interface ListOptions {
+  /** Most recent entries, at most this many (default 1000). */
+  limit?: number;
+}
+
+export interface Store {
+  /** Appends an order to the device's queue; returns its id. Sections must already be valid. */
+  enqueueOrder(deviceId: string, sections: Section[]): Promise<string>;
+  /** Opens the device's order source for one NGTT connection; an older open one is closed first. */
+  openOrderSource(deviceId: string, options: { prefetch: number }): Promise<OrderSource>;
+  /** HTTPS poll: every queued order, marked delivered at once (spec §9). */
+  takeQueuedOrders(deviceId: string): Promise<OrderRecord[]>;
+  listOrders(deviceId: string, options?: ListOptions & { state?: OrderState }): Promise<OrderRecord[]>;
+  getOrder(orderId: string): Promise<OrderRecord | null>;
+
+  /** Stores uploads durably (all of them or none) before resolving. */
+  ingest(deviceId: string, uploads: Uploads): Promise<void>;
+  readData(deviceId: string, options?: ListOptions & { path?: string }): Promise<StoredSeries[]>;
+  readLogs(deviceId: string, options?: ListOptions): Promise<StoredLogRecord[]>;
+
+  declarePathpoints(deviceId: string, declarations: PathpointDeclaration[]): Promise<void>;
+  readPathpointDeclarations(deviceId: string): Promise<PathpointDeclaration[]>;
+  getDeviceConfig(deviceId: string): Promise<DeviceConfig>;
+  updateDeviceConfig(deviceId: string, patch: DeviceConfigPatch): Promise<DeviceConfig>;
+
+  close(): Promise<void>;
+}
+
+export const DEFAULT_LIST_LIMIT = 1000;
+
+export function defaultDeviceConfig(deviceId: string): DeviceConfig {
+  return {
+    device_id: deviceId,
+    verbose_name: deviceId,
+    facets: [],
+    culture_context: { language: 'en', timezone: 'UTC', units: 'metric' },
+    slave_devices: [],
+  };
+}
+
+export function applyConfigPatch(config: DeviceConfig, patch: DeviceConfigPatch): DeviceConfig {
+  return {
+    ...config,
+    ...patch,
+    device_id: config.device_id,
+    culture_context: { ...config.culture_context, ...patch.culture_context },
+  };
+}

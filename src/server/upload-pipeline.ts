@@ -1,0 +1,119 @@
+/**
+ * DATA_STREAM and LOGS handling for one connection (spec §7, §8). Frames are answered in the
+ * order they arrived, but not one at a time: whatever has queued up while the previous write
+ * was in progress is stored in one transaction, then all its replies go out in one write.
+ * That is what makes many DATA_STREAMs in flight pay off. A CONFIRM is only sent after the
+ * store has resolved (durable). When too much waits, reading from the socket pauses, so a fast
+ * device is slowed by TCP rather than by the server's memory.
+ */
+import { encodeFrame, encodeValueFrame, FrameType, NO_REPLY_TID, type LogRecord, type PathpointSeries } from '../protocol/index.js';
+import type { DeviceCounters } from './device-registry.js';
+import type { DataBatch, Store } from './store/index.js';
+
+type Entry =
+  | { kind: 'data'; tid: number; batch: DataBatch; bytes: number }
+  | { kind: 'reject'; tid: number; reason: string; bytes: number }
+  | { kind: 'logs'; records: LogRecord[]; bytes: number };
+
+export interface UploadPipelineOptions {
+  deviceId: string;
+  store: Store;
+  counters: DeviceCounters;
+  /** Writes the replies of one flush (already concatenated). */
+  write(frames: Buffer): void;
+  /** Reading from the socket should stop (true) or go on (false). */
+  setReadPaused(paused: boolean): void;
+  /** The store failed: close the connection without confirming; the device sends the data again. */
+  onFailure(error: unknown): void;
+  /** Bytes of queued payloads above which reading pauses. Default 8 MiB. */
+  highWaterMark?: number;
+}
+
+export class UploadPipeline {
+  private queue: Entry[] = [];
+  private queuedBytes = 0;
+  private running = false;
+  private stopped = false;
+  private readonly highWaterMark: number;
+  /** Resolves when the queue is empty and nothing is being written (tests, orderly close). */
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly o: UploadPipelineOptions) {
+    this.highWaterMark = o.highWaterMark ?? 8 * 1024 * 1024;
+  }
+
+  data(tid: number, series: PathpointSeries[], encoded: Uint8Array): void {
+    this.push({ kind: 'data', tid, batch: { series, encoded }, bytes: encoded.length });
+  }
+
+  reject(tid: number, reason: string): void {
+    this.push({ kind: 'reject', tid, reason, bytes: 0 });
+  }
+
+  logs(records: LogRecord[], bytes: number): void {
+    this.push({ kind: 'logs', records, bytes });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.queue = [];
+  }
+
+  idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private push(entry: Entry): void {
+    if (this.stopped) return;
+    this.queue.push(entry);
+    this.queuedBytes += entry.bytes;
+    if (this.queuedBytes > this.highWaterMark) this.o.setReadPaused(true);
+    if (!this.running) {
+      this.running = true;
+      // Let the rest of the current socket chunk queue up first, so it joins this batch.
+      setImmediate(() => void this.run());
+    }
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.queue.length && !this.stopped) {
+        const batch = this.queue;
+        this.queue = [];
+        await this.o.store.ingest(this.o.deviceId, {
+          data: batch.flatMap((e) => (e.kind === 'data' ? [e.batch] : [])),
+          logs: batch.flatMap((e) => (e.kind === 'logs' ? [e.records] : [])),
+        });
+        if (this.stopped) break;
+        this.queuedBytes -= batch.reduce((n, e) => n + e.bytes, 0);
+        if (this.queuedBytes <= this.highWaterMark) this.o.setReadPaused(false);
+        const replies = this.replies(batch);
+        if (replies.length) this.o.write(Buffer.concat(replies));
+      }
+    } catch (e) {
+      this.stopped = true;
+      this.o.onFailure(e);
+    } finally {
+      this.running = false;
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
+    }
+  }
+
+  private replies(batch: Entry[]): Buffer[] {
+    const c = this.o.counters;
+    const out: Buffer[] = [];
+    for (const e of batch) {
+      if (e.kind === 'logs') {
+        c.logRecords += e.records.length;
+      } else if (e.kind === 'data') {
+        c.dataBatchesConfirmed++;
+        if (e.tid !== NO_REPLY_TID) out.push(encodeFrame(e.tid, FrameType.DATA_STREAM_CONFIRM));
+      } else {
+        c.dataBatchesRejected++;
+        if (e.tid !== NO_REPLY_TID) out.push(encodeValueFrame(e.tid, FrameType.DATA_STREAM_REJECT, { reason: e.reason }));
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,193 @@
+import https from 'node:https';
+import t from 'tap';
+import { decode, encode } from '../../src/minijson/index.js';
+import { startServer } from '../../src/server/index.js';
+import { makePki, readSection, startTestServer } from '../helpers/server-fixture.js';
+
+const pki = await makePki();
+const MJ = 'application/minijson';
+
+interface Reply {
+  status: number;
+  type: string;
+  body: Buffer;
+  value(): unknown;
+}
+
+function request(port: number, method: string, path: string, o: { deviceId?: string | null; headers?: Record<string, string>; body?: Uint8Array | string } = {}): Promise<Reply> {
+  return (async () => {
+    const creds = o.deviceId === null ? {} : await pki.device(o.deviceId ?? 'dev-h');
+    return new Promise<Reply>((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port, method, path, servername: 'localhost', ca: pki.ca.cert, ...creds, headers: o.headers, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks);
+          const type = String(res.headers['content-type'] ?? '');
+          resolve({ status: res.statusCode!, type, body, value: () => (type.startsWith(MJ) ? decode(body) : JSON.parse(body.toString())) });
+        });
+      });
+      req.on('error', reject);
+      req.end(o.body);
+    });
+  })();
+}
+
+const mj = (value: unknown) => ({ headers: { 'content-type': MJ, accept: MJ }, body: encode(value) });
+const json = (value: unknown) => ({ headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify(value) });
+
+t.test('HTTPS device API, in MiniJSON and in JSON', async (t) => {
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  const port = server.httpsPort;
+
+  for (const [format, wrap] of [['MiniJSON', mj], ['JSON', json]] as const) {
+    const a = await server.enqueueOrder('dev-h', readSection(`${format}-1`));
+    const b = await server.enqueueOrder('dev-h', [...readSection(`${format}-2`), { orders: [{ type: 'wait', time: 1 }], disposition: 1 }]);
+    const poll = await request(port, 'POST', '/v1/device/orders', wrap(null));
+    t.equal(poll.status, 200, `${format}: poll`);
+    t.ok(poll.type.startsWith(format === 'MiniJSON' ? MJ : 'application/json'), `${format}: reply type ${poll.type}`);
+    t.same(poll.value(), [
+      { orders: [{ type: 'read', path: `${format}-1` }], disposition: 0, id: a },
+      { orders: [{ type: 'read', path: `${format}-2` }], disposition: 0, id: b },
+      { orders: [{ type: 'wait', time: 1 }], disposition: 1, id: b },
+    ]);
+    t.same((await request(port, 'POST', '/v1/device/orders', wrap(null))).value(), [], `${format}: delivered at once, not again`);
+    t.equal((await server.store.getOrder(a))?.state, 'delivered');
+
+    const data = [{ path: `W-${format}`, values: [[1_700_000_000_000, 5], [false, 1_700_000_000_001, 'invalid']] }];
+    t.equal((await request(port, 'POST', '/v1/device/pathpoints', wrap(data))).status, 204, `${format}: data upload`);
+    t.same((await server.store.readData('dev-h', { path: `W-${format}` })).map((s) => s.values), [data[0].values]);
+
+    t.equal((await request(port, 'PUT', '/v1/device/pathpoints', wrap([{ path: `W-${format}`, storage_level: 1 }]))).status, 204);
+    t.same(await server.store.readPathpointDeclarations('dev-h'), [{ path: `W-${format}`, storage_level: 1 }]);
+
+    const logs = [{ service: format, when: 5, message: 'hi', level: 20 }];
+    t.equal((await request(port, 'PUT', '/v1/device/device_logs', wrap(logs))).status, 204);
+    t.same((await server.store.readLogs('dev-h')).at(-1)?.service, format);
+
+    const config = await request(port, 'GET', '/v1/device', { headers: { accept: wrap(null).headers.accept } });
+    t.equal(config.status, 200);
+    t.same(config.value(), { device_id: 'dev-h', verbose_name: 'dev-h', facets: [], culture_context: { language: 'en', timezone: 'UTC', units: 'metric' }, slave_devices: [] });
+  }
+});
+
+t.test('HTTPS: bad bodies are 400 with a message, never 500', async (t) => {
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  const port = server.httpsPort;
+  const bad: [string, string, Parameters<typeof request>[3]][] = [
+    ['undecodable MiniJSON', '/v1/device/pathpoints', { headers: { 'content-type': MJ }, body: Buffer.from([0xff, 0x01]) }],
+    ['broken JSON', '/v1/device/pathpoints', { headers: { 'content-type': 'application/json' }, body: '[{"path": ' }],
+    ['wrong shape', '/v1/device/pathpoints', json([{ path: 'W1', values: [[1]] }])],
+    ['not a list', '/v1/device/pathpoints', mj({ path: 'W1' })],
+  ];
+  for (const [name, path, o] of bad) {
+    const r = await request(port, 'POST', path, o);
+    t.equal(r.status, 400, name);
+    t.match(r.value(), { error: /\S/ }, `${name}: says why`);
+  }
+  const logs = await request(port, 'PUT', '/v1/device/device_logs', mj([{ service: 1 }]));
+  t.equal(logs.status, 400);
+  t.match(logs.value(), { error: /service/ });
+  t.equal((await request(port, 'PUT', '/v1/device/pathpoints', json([{ path: 'x' }]))).status, 400);
+  t.same(await server.store.readData('dev-h'), [], 'nothing stored');
+});
+
+t.test('HTTPS: identity only from the certificate', async (t) => {
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  const port = server.httpsPort;
+  await server.enqueueOrder('victim', readSection('secret'));
+  const headers = { 'x-device-id': 'victim', 'x-ssl-client-dn': 'CN=victim', 'x-client-cert': encodeURIComponent((await pki.device('victim')).cert) };
+  const poll = await request(port, 'POST', '/v1/device/orders', { deviceId: 'dev-h', headers });
+  t.same(poll.value(), [], "headers do not make dev-h the victim");
+  const config = await request(port, 'GET', '/v1/device', { deviceId: 'dev-h', headers });
+  t.match(config.value(), { device_id: 'dev-h' });
+  t.equal((await server.store.listOrders('victim', { state: 'queued' })).length, 1);
+
+  await t.rejects(request(port, 'GET', '/v1/device', { deviceId: null }), 'no client certificate: refused');
+  const noId = await pki.device('victim', { omitDeviceId: true });
+  const r = await new Promise<number>((resolve, reject) =>
+    https
+      .request({ host: '127.0.0.1', port, path: '/v1/device', servername: 'localhost', ca: pki.ca.cert, ...noId, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      })
+      .on('error', reject)
+      .end(),
+  );
+  t.equal(r, 403, 'a certificate without DeviceID gets 403');
+});
+
+t.test('admin API', async (t) => {
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  const admin = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${server.adminPort}${path}`, init);
+  const post = (path: string, body: unknown) => admin(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+  const created = await post('/v1/admin/devices/dev-a/orders', [{ orders: [{ type: 'sysctl', op_type: 'reboot', op_args: {} }], disposition: 0 }]);
+  t.equal(created.status, 201);
+  const { id } = (await created.json()) as { id: string };
+  t.match(id, /^[0-9a-f-]{36}$/);
+
+  for (const [name, body] of [
+    ['unknown order type', [{ orders: [{ type: 'explode' }], disposition: 0 }]],
+    ['no sections', []],
+    ['not a list', { orders: [] }],
+    ['write without value', [{ orders: [{ type: 'write', path: 'W1' }] }]],
+  ] as const) {
+    const r = await post('/v1/admin/devices/dev-a/orders', body);
+    t.equal(r.status, 400, name);
+    t.match(await r.json(), { error: /\S/ });
+  }
+  const broken = await admin('/v1/admin/devices/dev-a/orders', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[{' });
+  t.equal(broken.status, 400);
+
+  const list = (await (await admin('/v1/admin/devices/dev-a/orders')).json()) as { orders: { id: string; state: string }[] };
+  t.same(list.orders.map((o) => [o.id, o.state]), [[id, 'queued']]);
+  t.same(((await (await admin('/v1/admin/devices/dev-a/orders?state=confirmed')).json()) as { orders: [] }).orders, []);
+  t.equal((await admin('/v1/admin/devices/dev-a/orders?state=bogus')).status, 400);
+  t.match(await (await admin(`/v1/admin/orders/${id}`)).json(), { id, deviceId: 'dev-a', state: 'queued' });
+  t.equal((await admin('/v1/admin/orders/nope')).status, 404);
+
+  // Data (with a value beyond 2^53, which JSON gets as a string), logs, devices.
+  await server.store.ingest('dev-a', { data: [{ series: [{ path: 'W1', values: [[1, 2n ** 60n], [2, 1.5]] }] }], logs: [[{ service: 's', when: 1, message: 'm', level: 10 }]] });
+  t.match(await (await admin('/v1/admin/devices/dev-a/data?path=W1')).json(), { data: [{ path: 'W1', values: [[1, String(2n ** 60n)], [2, 1.5]] }] });
+  t.match(await (await admin('/v1/admin/devices/dev-a/logs?limit=5')).json(), { logs: [{ service: 's', message: 'm' }] });
+  t.equal((await admin('/v1/admin/devices/dev-a/data?limit=0')).status, 400);
+  const mjData = await admin('/v1/admin/devices/dev-a/data', { headers: { accept: MJ } });
+  t.equal(mjData.headers.get('content-type'), MJ);
+  t.match(decode(new Uint8Array(await mjData.arrayBuffer())), { data: [{ values: [[1, 2n ** 60n]] }] }, 'MiniJSON keeps the bigint');
+
+  const device = await server.connect('dev-a');
+  t.teardown(() => device.destroy());
+  await device.ping();
+  const devices = (await (await admin('/v1/admin/devices')).json()) as { devices: { deviceId: string; connected: boolean; since: string | null; counters: { connections: number } }[] };
+  const a = devices.devices.find((d) => d.deviceId === 'dev-a');
+  t.match(a, { connected: true, counters: { connections: 1, pings: 1 } });
+  t.ok(Date.parse(a!.since!) <= Date.now());
+  const one = await (await admin('/v1/admin/devices/dev-a')).json();
+  t.match(one, { deviceId: 'dev-a', connected: true, config: { device_id: 'dev-a' } });
+
+  const patched = await admin('/v1/admin/devices/dev-a/config', { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ verbose_name: 'Boiler room' }) });
+  t.match(await patched.json(), { device_id: 'dev-a', verbose_name: 'Boiler room' });
+
+  // The admin API is not on the device port.
+  const onDevicePort = await request(server.httpsPort, 'GET', '/v1/admin/devices', { deviceId: 'dev-a' });
+  t.equal(onDevicePort.status, 404);
+});
+
+t.test('admin API token, and no unprotected admin API off loopback', async (t) => {
+  const server = await startTestServer(pki, { adminToken: 's3cret' });
+  t.teardown(() => server.close());
+  const url = `http://127.0.0.1:${server.adminPort}/v1/admin/devices`;
+  t.equal((await fetch(url)).status, 401);
+  t.equal((await fetch(url, { headers: { authorization: 'Bearer wrong' } })).status, 401);
+  t.equal((await fetch(url, { headers: { authorization: 'Bearer s3cret' } })).status, 200);
+
+  await t.rejects(
+    startServer({ tls: { ca: pki.ca.cert, ...pki.server }, ngttPort: 0, httpsPort: 0, adminPort: 0, adminHost: '0.0.0.0' }),
+    /needs an admin token/,
+  );
+});

@@ -1,0 +1,131 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { createMemoryStore, openSqliteStore, type Store } from '../../src/server/store/index.js';
+
+const section = (path: string) => [{ orders: [{ type: 'read' as const, path }], disposition: 0 as const }];
+
+const tmp = await mkdtemp(join(tmpdir(), 'ngtt-store-'));
+t.teardown(() => rm(tmp, { recursive: true, force: true }));
+let n = 0;
+const kinds: [string, () => Store][] = [
+  ['memory', createMemoryStore],
+  ['sqlite', () => openSqliteStore(join(tmp, `s${++n}.db`))],
+];
+
+for (const [kind, make] of kinds) {
+  t.test(`${kind}: order source life cycle`, async (t) => {
+    const store = make();
+    t.teardown(() => store.close());
+    const ids = [];
+    for (const p of ['A', 'B', 'C', 'D']) ids.push(await store.enqueueOrder('dev', section(p)));
+    await store.enqueueOrder('other', section('X'));
+
+    let notified = 0;
+    const source = await store.openOrderSource('dev', { prefetch: 4 });
+    source.onAvailable(() => notified++);
+    const a = await source.next();
+    const b = await source.next();
+    const c = await source.next();
+    t.same([a?.id, b?.id, c?.id], ids.slice(0, 3));
+    t.equal(a?.state, 'in-flight');
+    t.same(a?.sections, section('A'));
+    t.equal(await source.settle(a!.id, 'confirmed'), true);
+    t.equal(await source.settle(a!.id, 'confirmed'), false, 'settled only once');
+    t.equal(await source.settle(b!.id, 'rejected', 'no such pathpoint'), true);
+    t.equal(await source.settle(ids[3], 'confirmed'), false, 'not handed out by this source');
+
+    const e = await store.enqueueOrder('dev', section('E'));
+    t.equal(notified, 1, 'told about the new order');
+    await source.close();
+    t.equal(await source.next(), null, 'a closed source hands out nothing');
+
+    // C went back to the front: C, D, E.
+    const again = await store.openOrderSource('dev', { prefetch: 4 });
+    const redelivered = await again.next();
+    t.equal(redelivered?.id, c!.id);
+    t.equal(redelivered?.deliveries, 2);
+    t.equal((await again.next())?.id, ids[3]);
+    t.equal((await again.next())?.id, e);
+    t.equal(await again.next(), null);
+
+    const byState = Object.fromEntries((await store.listOrders('dev')).map((o) => [o.id, o.state]));
+    t.same(byState, { [ids[0]]: 'confirmed', [ids[1]]: 'rejected', [ids[2]]: 'in-flight', [ids[3]]: 'in-flight', [e]: 'in-flight' });
+    t.equal((await store.getOrder(ids[1]))?.reason, 'no such pathpoint');
+    t.equal((await store.listOrders('dev', { state: 'confirmed' })).length, 1);
+    t.equal((await store.listOrders('dev', { limit: 2 })).map((o) => o.id).join(), [ids[3], e].join(), 'limit keeps the newest');
+
+    // Opening a new source closes the old one (its orders requeued), so none is held twice.
+    const third = await store.openOrderSource('dev', { prefetch: 4 });
+    t.equal((await again.next()), null);
+    t.equal((await third.next())?.id, c!.id);
+    await third.close();
+  });
+
+  t.test(`${kind}: HTTP poll takes queued orders as delivered`, async (t) => {
+    const store = make();
+    t.teardown(() => store.close());
+    const first = await store.enqueueOrder('dev', section('A'));
+    const second = await store.enqueueOrder('dev', section('B'));
+    const source = await store.openOrderSource('dev', { prefetch: 4 });
+    t.equal((await source.next())?.id, first);
+    const taken = await store.takeQueuedOrders('dev');
+    t.same(taken.map((o) => [o.id, o.state]), [[second, 'delivered']]);
+    t.same(await store.takeQueuedOrders('dev'), []);
+    await source.close();
+    t.same((await store.takeQueuedOrders('dev')).map((o) => o.id), [first], 'the requeued one is polled next');
+  });
+
+  t.test(`${kind}: uploads, config, declarations`, async (t) => {
+    const store = make();
+    t.teardown(() => store.close());
+    await store.ingest('dev', {
+      data: [{ series: [{ path: 'W1', values: [[1, 5], [2, 2n ** 70n]] }] }, { series: [{ path: 'W2', values: [[false, 3, 'timeout']] }] }],
+      logs: [[{ service: 's', when: 10, message: 'hello', level: 20 }]],
+    });
+    await store.ingest('dev', { data: [{ series: [{ path: 'W1', values: [[4, 'x']] }] }] });
+    const all = await store.readData('dev');
+    t.same(all.map(({ receivedAt, ...s }) => s), [
+      { path: 'W1', values: [[1, 5], [2, 2n ** 70n]] },
+      { path: 'W2', values: [[false, 3, 'timeout']] },
+      { path: 'W1', values: [[4, 'x']] },
+    ]);
+    t.equal(typeof all[0].receivedAt, 'number');
+    t.same((await store.readData('dev', { path: 'W1', limit: 1 })).map((s) => s.values), [[[4, 'x']]]);
+    t.same(await store.readData('other'), []);
+    t.same((await store.readLogs('dev')).map((r) => r.message), ['hello']);
+
+    const config = await store.getDeviceConfig('dev');
+    t.same(config, { device_id: 'dev', verbose_name: 'dev', facets: [], culture_context: { language: 'en', timezone: 'UTC', units: 'metric' }, slave_devices: [] });
+    const updated = await store.updateDeviceConfig('dev', { verbose_name: 'Boiler', culture_context: { language: 'pl' } });
+    t.equal(updated.culture_context.language, 'pl');
+    t.equal(updated.culture_context.timezone, 'UTC');
+    t.same(await store.getDeviceConfig('dev'), updated);
+    await store.declarePathpoints('dev', [{ path: 'W1', storage_level: 1 }]);
+    t.same(await store.readPathpointDeclarations('dev'), [{ path: 'W1', storage_level: 1 }]);
+    t.same(await store.getDeviceConfig('dev'), updated, 'declarations leave the config alone');
+  });
+}
+
+t.test('sqlite: a reopened store keeps queued orders, requeues in-flight ones, keeps data', async (t) => {
+  const file = join(tmp, 'restart.db');
+  const store = openSqliteStore(file);
+  const a = await store.enqueueOrder('dev', section('A'));
+  const b = await store.enqueueOrder('dev', section('B'));
+  const c = await store.enqueueOrder('dev', section('C'));
+  const source = await store.openOrderSource('dev', { prefetch: 4 });
+  await source.next();
+  await source.next();
+  await source.settle(a, 'confirmed');
+  await store.ingest('dev', { data: [{ series: [{ path: 'W1', values: [[1, 1.5]] }] }] });
+  await store.close(); // closes the source too: b requeued
+
+  const reopened = openSqliteStore(file);
+  t.teardown(() => reopened.close());
+  const again = await reopened.openOrderSource('dev', { prefetch: 4 });
+  t.equal((await again.next())?.id, b);
+  t.equal((await again.next())?.id, c);
+  t.equal((await reopened.getOrder(a))?.state, 'confirmed');
+  t.same((await reopened.readData('dev')).map((s) => s.values), [[[1, 1.5]]]);
+});
