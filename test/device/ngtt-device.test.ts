@@ -48,6 +48,7 @@ async function device(s: Ports, options: Partial<NgttDeviceOptions> & { deviceId
     pollIntervalMs: 50,
     timings: { backoff: { baseMs: 50, maxMs: 200 } },
     upload: { maxBatchAgeMs: 20 },
+    logs: { maxBatchAgeMs: 20 },
     retry: { baseMs: 50, maxMs: 200 },
     ...rest,
   });
@@ -199,6 +200,11 @@ t.test('NGTT off (the default): orders are polled and data posted over HTTPS', a
   await d.push([{ path: 'W3', values: [[1, 1], [2, 2]] }]);
   await until(() => d.status().values.confirmed === 3, 'posted');
   t.equal(s.connectedDevices().length, 0, 'no NGTT connection');
+
+  const logger = pino({ base: { service: 'boiler' } }, d.logStream());
+  logger.info('burner on');
+  await until(async () => (await s.store.readLogs('dev-https')).length === 1, 'the shipped log');
+  t.match(await s.store.readLogs('dev-https'), [{ service: 'boiler', message: 'burner on', level: 20 }]);
   t.match(d.status(), { transport: 'https', orders: { received: 1, acked: 1 } });
 });
 
