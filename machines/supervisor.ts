@@ -32,7 +32,7 @@
  */
 import { type ActorRefFrom, assign, emit, enqueueActions, fromPromise, not, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
-import type { LogRecord, PathpointDeclaration, PathpointSeries } from '../src/protocol/messages.js';
+import type { LogRecord, PathpointDeclaration } from '../src/protocol/messages.js';
 import { type BackoffOptions, type HttpResult, type InFrame, type Link, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, httpOutcome } from './common.js';
 import { type ConnectionInput, type ConnectionReport, connectionMachine } from './connection.js';
 import { type LogsInput, logsMachine } from './logs.js';
@@ -95,7 +95,8 @@ export interface SupervisorContext {
 
 /** What the runtime sends the supervisor. */
 export type SupervisorCommand =
-  | { type: 'PUSH'; series: PathpointSeries[] }
+  /** Values are durably in the runtime's spool (see the upload machine). */
+  | { type: 'PUSH'; values: number; bytes: number }
   | { type: 'LOG'; records: LogRecord[] }
   | { type: 'FLUSH' }
   | { type: 'DECLARE'; declarations: PathpointDeclaration[] }

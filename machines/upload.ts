@@ -2,16 +2,20 @@
  * Pathpoint data upload (spec §8): batching, durable spool, pipelining, two transports.
  * Three parallel regions:
  *
- * collecting — the open batch, in memory:
+ * collecting — when to cut a batch. The values themselves are never in the machine: the runtime
+ *   stores them durably in its spool first, then reports how many with PUSH {values, bytes}.
+ *   The machine only counts the values spooled but not yet in a batch (`open`):
  *   empty ──PUSH──▶ open ──(values ≥ maxBatchValues | bytes ≥ maxBatchBytes | maxBatchAgeMs | FLUSH)──▶
- *   ready ──(spool has room)──▶ empty   (the batch gets the next id and is handed to `spoolBatch`)
- *   A single PUSH is never split, so a batch can exceed the limits by that PUSH.
- *   A crash loses at most the open batch; the runtime sends FLUSH before a graceful stop.
+ *   ready ──(spool has room)──▶ cutting (`cutBatch`: the runtime forms a batch of the oldest
+ *   unbatched values within maxBatchValues/maxBatchBytes; its id is the spool's) ──▶ empty,
+ *   and again while what is left is still due. So one huge PUSH becomes several batches, each
+ *   within the limits, and a crash loses nothing (the values were durable before PUSH).
+ *   After a restart the runtime passes the unconfirmed batch ids as `pending` and the values
+ *   spooled but not yet cut as `unbatched`.
  *
  * spool — backpressure, observable as tag `full`:
  *   accepting ⇄ full (spooled batches, sent or not, ≥ maxSpooledBatches). While full no batch is
- *   flushed; PUSH is still accepted (nothing is dropped), but `push()` in the runtime should wait
- *   for the tag to go away.
+ *   cut; values keep arriving in the spool, whose own capacity is the runtime's backpressure.
  *
  * link — where spooled batches go (LINK {link} from the supervisor; `route` picks the state):
  *   offline  — hold.
@@ -24,8 +28,8 @@
  *              / 5xx or no connection → retryWait (backoff 1 s…60 s) → posting. A LINK change while
  *              posting waits for the POST to finish, so a batch is never on both transports.
  *
- * Batch ids are the machine's (monotonic, continued from input.nextBatchId); tids are per
- * connection, 1..0x7FFE (0x7FFF is the connection's PING).
+ * Batch ids are the spool's (returned by `cutBatch`); tids are per connection, 1..0x7FFE
+ * (0x7FFF is the connection's PING).
  */
 import { assign, enqueueActions, fromPromise, not, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
@@ -35,11 +39,11 @@ import { type BackoffOptions, type HttpResult, type Link, type LinkEvent, type R
 export const MAX_DATA_TID = 0x7ffe;
 
 export interface UploadOptions {
-  /** Flush the open batch at this many values. */
+  /** Cut a batch at this many values; no batch holds more. */
   maxBatchValues: number;
-  /** Flush the open batch at this many (estimated MiniJSON) bytes. */
+  /** Cut a batch at this many (estimated) bytes; no batch encodes larger, bar a single value. */
   maxBatchBytes: number;
-  /** Flush the open batch this long after its first value. */
+  /** Cut a batch this long after the first unbatched value arrived. */
   maxBatchAgeMs: number;
   /** DATA_STREAM frames unanswered at once over NGTT. */
   window: number;
@@ -61,14 +65,14 @@ export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = {
 export interface UploadInput {
   random: Random;
   options?: Partial<Omit<UploadOptions, 'retry'>> & { retry?: Partial<BackoffOptions> };
-  /** The id the next new batch gets (the runtime continues after the highest id in its spool). */
-  nextBatchId?: number;
   /** Batches already in the spool from an earlier run, unconfirmed and not set aside, oldest first. */
   pending?: number[];
+  /** Values already in the spool from an earlier run but in no batch yet. */
+  unbatched?: { values: number; bytes: number };
 }
 
+/** Values in the spool but in no batch yet. */
 export interface OpenBatch {
-  series: PathpointSeries[];
   values: number;
   bytes: number;
 }
@@ -78,13 +82,12 @@ export interface UploadContext {
   random: Random;
   link: Link;
   open: OpenBatch;
-  /** The open batch is due: full, or old enough, or FLUSH was asked for. */
-  due: boolean;
+  /** Cut everything unbatched (FLUSH, or the oldest value is old enough), not only full batches. */
+  flushAll: boolean;
   /** Spooled batches not on the wire, oldest first. Over HTTPS the head is the one being posted. */
   queue: number[];
   /** DATA_STREAMs sent on the current NGTT connection and not yet answered. */
   inFlight: { id: number; tid: number }[];
-  nextBatchId: number;
   /** The last tid handed out; the next one is searched from here. */
   tidCursor: number;
   /** Failed HTTPS attempts in a row, and the current retry delay. */
@@ -95,18 +98,21 @@ export interface UploadContext {
 }
 
 export type UploadEvent =
-  | { type: 'PUSH'; series: PathpointSeries[] }
+  /** `values` more values (about `bytes` of MiniJSON) are durably in the spool. */
+  | { type: 'PUSH'; values: number; bytes: number }
   | { type: 'FLUSH' }
   | LinkEvent
   | { type: 'BATCH.CONFIRMED'; tid: number }
   | { type: 'BATCH.REJECTED'; tid: number; reason?: string };
 
-export interface SpoolBatchParams {
-  id: number;
-  series: PathpointSeries[];
-  values: number;
-  bytes: number;
+/** What `cutBatch` is asked: form one batch of the oldest unbatched values within these limits. */
+export interface CutBatchInput {
+  maxValues: number;
+  maxBytes: number;
 }
+
+/** The batch formed (its spool id, value count and encoded size), or null when nothing was unbatched. */
+export type CutBatch = { id: number; values: number; bytes: number } | null;
 
 /** What `loadBatch` resolves with: the DATA_STREAM payload, as a value or already MiniJSON-encoded. */
 export interface LoadedBatch {
@@ -125,18 +131,6 @@ export function estimateBytes(series: PathpointSeries[]): number {
   return n;
 }
 
-function addToOpen(open: OpenBatch, series: PathpointSeries[]): OpenBatch {
-  const merged = open.series.map((s) => ({ path: s.path, values: [...s.values] }));
-  let values = open.values;
-  for (const s of series) {
-    const same = merged.find((m) => m.path === s.path);
-    if (same) same.values.push(...s.values);
-    else merged.push({ path: s.path, values: [...s.values] });
-    values += s.values.length;
-  }
-  return { series: merged, values, bytes: estimateBytes(merged) };
-}
-
 /** The next tid after `cursor` (wrapping within 1..MAX_DATA_TID) not used by an unanswered batch. */
 export function nextTid(cursor: number, inUse: { tid: number }[]): number {
   let tid = cursor;
@@ -149,7 +143,9 @@ const linkIs = (link: Link) => ({ type: 'linkIs' as const, params: link });
 const idOfTid = (c: UploadContext, tid: number) => c.inFlight.find((b) => b.tid === tid)!.id;
 const head = (c: UploadContext) => c.queue[0];
 
-const EMPTY: OpenBatch = { series: [], values: 0, bytes: 0 };
+const EMPTY: OpenBatch = { values: 0, bytes: 0 };
+const isDue = (c: UploadContext) =>
+  c.open.values > 0 && (c.flushAll || c.open.values >= c.options.maxBatchValues || c.open.bytes >= c.options.maxBatchBytes);
 const spooled = (c: UploadContext) => c.queue.length + c.inFlight.length;
 
 export const uploadMachine = setup({
@@ -159,6 +155,10 @@ export const uploadMachine = setup({
     input: {} as UploadInput,
   },
   actors: {
+    /** Form a batch in the spool (see CutBatchInput); rejects if the spool fails. */
+    cutBatch: fromPromise<CutBatch, CutBatchInput>(async () => {
+      throw new Error('upload machine: provide the `cutBatch` actor');
+    }),
     /** NGTT: read batch `id` from the spool. */
     loadBatch: fromPromise<LoadedBatch, { id: number }>(async () => {
       throw new Error('upload machine: provide the `loadBatch` actor');
@@ -172,10 +172,6 @@ export const uploadMachine = setup({
     report: enqueueActions(({ enqueue, self }, params: TransmitEvent) => {
       if (self._parent) enqueue.sendTo(self._parent, params);
     }),
-    /** Durably store a new batch (synchronously: it is in the spool before the machine moves on). */
-    spoolBatch: (_, _params: SpoolBatchParams) => {
-      throw new Error('upload machine: provide the `spoolBatch` action');
-    },
     /** The server stored batch `id`: drop it from the spool. */
     batchConfirmed: (_, _params: { id: number }) => {
       throw new Error('upload machine: provide the `batchConfirmed` action');
@@ -184,20 +180,17 @@ export const uploadMachine = setup({
     setAside: (_, _params: { id: number; reason: string }) => {
       throw new Error('upload machine: provide the `setAside` action');
     },
-    addValues: assign(({ context, event }) => {
-      if (event.type !== 'PUSH') return {};
-      const open = addToOpen(context.open, event.series);
-      const o = context.options;
-      return { open, due: context.due || open.values >= o.maxBatchValues || open.bytes >= o.maxBatchBytes };
+    addValues: assign(({ context, event }) =>
+      event.type === 'PUSH' ? { open: { values: context.open.values + event.values, bytes: context.open.bytes + event.bytes } } : {},
+    ),
+    flushAll: assign(({ context }) => ({ flushAll: context.open.values > 0 })),
+    /** A batch was cut: it joins the queue; what is left stays unbatched. */
+    queueCut: assign(({ context }, cut: CutBatch) => {
+      if (!cut) return { open: EMPTY, flushAll: false };
+      const values = Math.max(0, context.open.values - cut.values);
+      const open = values === 0 ? EMPTY : { values, bytes: Math.max(0, context.open.bytes - cut.bytes) };
+      return { open, flushAll: context.flushAll && values > 0, queue: [...context.queue, cut.id] };
     }),
-    markDue: assign({ due: true }),
-    /** The open batch has been spooled (see the flush transition): it joins the queue. */
-    queueFlushed: assign(({ context }) => ({
-      open: EMPTY,
-      due: false,
-      nextBatchId: context.nextBatchId + 1,
-      queue: [...context.queue, context.nextBatchId],
-    })),
     /** NGTT: the head of the queue goes on the wire with a fresh tid (it becomes the last of inFlight). */
     moveHeadInFlight: assign(({ context }) => {
       const [id, ...rest] = context.queue;
@@ -221,7 +214,8 @@ export const uploadMachine = setup({
     })),
   },
   guards: {
-    due: ({ context }) => context.due,
+    due: ({ context }) => isDue(context),
+    unbatched: ({ context }) => context.open.values > 0,
     spoolHasRoom: ({ context }) => spooled(context) < context.options.maxSpooledBatches,
     spoolFull: ({ context }) => spooled(context) >= context.options.maxSpooledBatches,
     linkIs: ({ context }, link: Link) => context.link === link,
@@ -246,11 +240,10 @@ export const uploadMachine = setup({
     },
     random: input.random,
     link: 'none',
-    open: EMPTY,
-    due: false,
+    open: input.unbatched && input.unbatched.values > 0 ? { ...input.unbatched } : EMPTY,
+    flushAll: false,
     queue: [...(input.pending ?? [])],
     inFlight: [],
-    nextBatchId: input.nextBatchId ?? 1,
     tidCursor: 0,
     retries: 0,
     retryMs: 0,
@@ -263,23 +256,30 @@ export const uploadMachine = setup({
   states: {
     collecting: {
       initial: 'empty',
+      on: { PUSH: { actions: 'addValues' }, FLUSH: { actions: 'flushAll' } },
       states: {
         empty: {
-          on: { PUSH: { target: 'open', actions: 'addValues' } },
+          always: { guard: 'unbatched', target: 'open' },
         },
         open: {
-          on: { PUSH: { actions: 'addValues' }, FLUSH: { actions: 'markDue' } },
-          after: { maxBatchAge: { actions: 'markDue' } },
+          after: { maxBatchAge: { actions: 'flushAll' } },
           always: { guard: 'due', target: 'ready' },
         },
         /** Due, waiting for room in the spool (backpressure). */
         ready: {
-          on: { PUSH: { actions: 'addValues' } },
-          always: {
-            guard: 'spoolHasRoom',
-            target: 'empty',
-            actions: [{ type: 'spoolBatch', params: ({ context }) => ({ id: context.nextBatchId, ...context.open }) }, 'queueFlushed'],
+          always: { guard: 'spoolHasRoom', target: 'cutting' },
+        },
+        cutting: {
+          invoke: {
+            src: 'cutBatch',
+            input: ({ context }) => ({ maxValues: context.options.maxBatchValues, maxBytes: context.options.maxBatchBytes }),
+            onDone: { target: 'empty', actions: { type: 'queueCut', params: ({ event }) => event.output } },
+            // The spool failed: try again after maxBatchAge rather than spin.
+            onError: 'failed',
           },
+        },
+        failed: {
+          after: { maxBatchAge: 'empty' },
         },
       },
     },

@@ -56,8 +56,12 @@ export interface Spool {
   confirm(batchId: number): boolean;
   /** The server refused the batch: keep it aside, never resend. False if no such batch is in flight. */
   reject(batchId: number, reason: string): boolean;
+  /** A batch formed but not answered, with the content it was formed with; undefined if there is none. */
+  batch(batchId: number): SpoolBatch | undefined;
   /** Batches formed but not answered, oldest first, with the content they were formed with. */
   unconfirmedBatches(): SpoolBatch[];
+  /** Their ids only, oldest first (cheap). */
+  unconfirmedBatchIds(): number[];
   /** Most recently rejected batches first. */
   rejected(limit?: number): RejectedBatch[];
   readonly pendingValues: number;
@@ -222,7 +226,20 @@ abstract class SpoolBase implements Spool {
     });
   }
 
-  abstract unconfirmedBatches(): SpoolBatch[];
+  batch(batchId: number): SpoolBatch | undefined {
+    return this.inFlight.has(batchId) ? this.readBatch(batchId) : undefined;
+  }
+
+  unconfirmedBatches(): SpoolBatch[] {
+    return this.unconfirmedBatchIds().map((id) => this.readBatch(id));
+  }
+
+  unconfirmedBatchIds(): number[] {
+    return [...this.inFlight.keys()].sort((a, b) => a - b);
+  }
+
+  /** The content of an in-flight batch. */
+  protected abstract readBatch(batchId: number): SpoolBatch;
   abstract rejected(limit?: number): RejectedBatch[];
   abstract close(): Promise<void>;
   /** Stores rows; resolves when they are stored. Counts them in queuedValues until then. */
@@ -273,8 +290,8 @@ export class MemorySpool extends SpoolBase {
     if (this.rejectedList.length > this.maxRejected) this.rejectedList.shift();
   }
 
-  unconfirmedBatches(): SpoolBatch[] {
-    return [...this.batches].map(([id, rows]) => toBatch(id, rows));
+  protected readBatch(batchId: number): SpoolBatch {
+    return toBatch(batchId, this.batches.get(batchId)!);
   }
 
   rejected(limit = 100): RejectedBatch[] {
@@ -367,7 +384,7 @@ export class SqliteSpool extends SpoolBase {
       s.deleteBatch.run(id);
     });
     this.rejectBatch = db.transaction((id: number, reason: string) => {
-      s.insertRejected.run(id, reason, this.now(), this.loadBatch(id).payload);
+      s.insertRejected.run(id, reason, this.now(), this.readBatch(id).payload);
       s.pruneRejected.run(this.maxRejected);
       s.deleteValues.run(id);
       s.deleteBatch.run(id);
@@ -415,7 +432,7 @@ export class SqliteSpool extends SpoolBase {
     return toBatch(id, rows);
   }
 
-  private loadBatch(id: number): SpoolBatch {
+  protected readBatch(id: number): SpoolBatch {
     return toBatch(id, this.statements.batchRows.all(id) as Row[]);
   }
 
@@ -425,10 +442,6 @@ export class SqliteSpool extends SpoolBase {
 
   protected moveToRejected(batchId: number, reason: string): void {
     this.rejectBatch(batchId, reason);
-  }
-
-  unconfirmedBatches(): SpoolBatch[] {
-    return [...this.inFlight.keys()].sort((a, b) => a - b).map((id) => this.loadBatch(id));
   }
 
   rejected(limit = 100): RejectedBatch[] {

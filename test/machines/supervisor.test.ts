@@ -15,6 +15,7 @@ import {
   supervisorMachine,
   uploadMachine,
 } from '../../machines/index.js';
+import { FakeSpool } from '../helpers/fake-spool.js';
 import { type FakeSocket, fakeSocketActor, manualPromise, settle } from '../helpers/machines.js';
 
 const order = (id: string) => [{ id, orders: [{ type: 'read', path: 'W1' }], disposition: 0 }];
@@ -23,7 +24,8 @@ function start(input: Partial<SupervisorInput> = {}) {
   const sockets: FakeSocket[] = [];
   const trace: string[] = [];
   const emitted: SupervisorEmitted[] = [];
-  const spool = new Map<number, PathpointSeries[]>();
+  const fake = new FakeSpool();
+  const spool = fake.batches;
   const seen = new Map<string, OrderOutcome>();
   const polls = manualPromise<void, unknown>();
   const posts = manualPromise<{ id: number }, HttpResult>();
@@ -35,12 +37,8 @@ function start(input: Partial<SupervisorInput> = {}) {
     actors: {
       connection: connectionMachine.provide({ actors: { socket: fakeSocketActor(sockets) } }),
       upload: uploadMachine.provide({
-        actors: {
-          loadBatch: fromPromise<{ payload?: PathpointSeries[] }, { id: number }>(async ({ input }) => ({ payload: spool.get(input.id) })),
-          postBatch: posts.logic,
-        },
+        actors: { cutBatch: fake.cutBatch, loadBatch: fake.loadBatch, postBatch: posts.logic },
         actions: {
-          spoolBatch: (_, p) => void spool.set(p.id, p.series),
           batchConfirmed: (_, p) => void trace.push(`confirmed ${p.id}`),
           setAside: (_, p) => void trace.push(`aside ${p.id}`),
         },
@@ -69,7 +67,7 @@ function start(input: Partial<SupervisorInput> = {}) {
   const last = () => sockets[sockets.length - 1];
   /** Frames written on a socket, as NAME:tid. */
   const wire = (s = last()) => s.commands.map((c) => (c.type === 'SEND' ? `${frameTypeName(c.frame.type)}:${c.frame.tid}` : c.type));
-  const push = (ts: number) => actor.send({ type: 'PUSH', series: [{ path: 'W1', values: [[ts, ts]] }] });
+  const push = (ts: number) => actor.send(fake.push([{ path: 'W1', values: [[ts, ts]] }]));
   return { actor, clock, sockets, trace, emitted, spool, polls, posts, executes, declares, logPosts, snap, child, last, wire, push };
 }
 

@@ -1,48 +1,52 @@
 import t from 'tap';
-import { SimulatedClock, createActor, fromPromise } from 'xstate';
+import { SimulatedClock, createActor } from 'xstate';
 import type { PathpointSeries } from '../../src/protocol/messages.js';
 import type { HttpResult, TransmitEvent } from '../../machines/common.js';
-import { type LoadedBatch, type UploadInput, estimateBytes, nextTid, uploadMachine } from '../../machines/upload.js';
+import { type UploadInput, estimateBytes, nextTid, uploadMachine } from '../../machines/upload.js';
+import { FakeSpool } from '../helpers/fake-spool.js';
 import { manualPromise, settle } from '../helpers/machines.js';
 
 const one = (path: string, ts: number, v: number): PathpointSeries[] => [{ path, values: [[ts, v]] }];
 
-function start(input: Partial<UploadInput> = {}) {
-  const trace: string[] = [];
-  const spool = new Map<number, PathpointSeries[]>();
+function start(input: Partial<UploadInput> & { firstBatchId?: number } = {}) {
+  const { firstBatchId, ...machineInput } = input;
+  const fake = new FakeSpool(firstBatchId);
+  const trace = fake.trace;
+  const spool = fake.batches;
   const post = manualPromise<{ id: number }, HttpResult>();
   let maxInFlight = 0;
   const clock = new SimulatedClock();
   const machine = uploadMachine.provide({
-    actors: {
-      loadBatch: fromPromise<LoadedBatch, { id: number }>(async ({ input }) => ({ payload: spool.get(input.id) ?? [] })),
-      postBatch: post.logic,
-    },
+    actors: { cutBatch: fake.cutBatch, loadBatch: fake.loadBatch, postBatch: post.logic },
     actions: {
-      spoolBatch: (_, p) => {
-        spool.set(p.id, p.series);
-        trace.push(`spool ${p.id} (${p.values})`);
-      },
       batchConfirmed: (_, p) => void trace.push(`confirmed ${p.id}`),
       setAside: (_, p) => void trace.push(`aside ${p.id}: ${p.reason}`),
       report: (_, p: TransmitEvent) => void trace.push(`transmit tid ${p.frame.tid} ${JSON.stringify(p.frame.payload)}`),
     },
   });
-  const actor = createActor(machine, { clock, input: { random: () => 0.5, ...input } });
+  const actor = createActor(machine, { clock, input: { random: () => 0.5, ...machineInput } });
   actor.subscribe((s) => (maxInFlight = Math.max(maxInFlight, s.context.inFlight.length)));
   actor.start();
-  const push = (...series: PathpointSeries[][]) => series.forEach((s) => actor.send({ type: 'PUSH', series: s }));
+  /** Stores and reports the values, then lets the (promise) cut run. */
+  const push = async (...series: PathpointSeries[][]) => {
+    series.forEach((s) => actor.send(fake.push(s)));
+    await settle();
+  };
   const ctx = () => actor.getSnapshot().context;
   const take = () => trace.splice(0);
-  return { actor, clock, trace, take, push, ctx, post, spool, maxInFlight: () => maxInFlight };
+  const tick = async (ms: number) => {
+    clock.increment(ms);
+    await settle();
+  };
+  return { actor, clock, tick, trace, take, push, ctx, post, spool, fake, maxInFlight: () => maxInFlight };
 }
 
 t.test('flush on count: values of the same path are merged, the batch gets the next id', async (t) => {
-  const u = start({ options: { maxBatchValues: 3 }, nextBatchId: 41 });
-  u.push(one('W1', 1, 10), one('W2', 1, 20));
+  const u = start({ options: { maxBatchValues: 3 }, firstBatchId: 41 });
+  await u.push(one('W1', 1, 10), one('W2', 1, 20));
   t.same(u.take(), []);
   t.ok(u.actor.getSnapshot().matches({ collecting: 'open' }));
-  u.push(one('W1', 2, 11));
+  await u.push(one('W1', 2, 11));
   t.same(u.take(), ['spool 41 (3)']);
   t.same(u.spool.get(41), [
     { path: 'W1', values: [[1, 10], [2, 11]] },
@@ -56,31 +60,33 @@ t.test('flush on bytes', async (t) => {
   const a = [{ path: 'S1', values: [[1, 'x'.repeat(100)]] }] as PathpointSeries[];
   const b = [{ path: 'S2', values: [[1, 'y'.repeat(100)]] }] as PathpointSeries[];
   const u = start({ options: { maxBatchBytes: estimateBytes([...a, ...b]) } });
-  u.push(a);
+  await u.push(a);
   t.same(u.take(), []);
-  u.push(b);
+  await u.push(b);
   t.same(u.take(), ['spool 1 (2)']);
 });
 
 t.test('flush on age, and on FLUSH', async (t) => {
   const u = start({ options: { maxBatchAgeMs: 5000 } });
-  u.push(one('W1', 1, 1));
-  u.clock.increment(4999);
-  u.push(one('W1', 2, 2));
+  await u.push(one('W1', 1, 1));
+  await u.tick(4999);
+  await u.push(one('W1', 2, 2));
   t.same(u.take(), []);
-  u.clock.increment(1);
+  await u.tick(1);
   t.same(u.take(), ['spool 1 (2)'], 'age counts from the first value');
-  u.push(one('W1', 3, 3));
+  await u.push(one('W1', 3, 3));
   u.actor.send({ type: 'FLUSH' });
+  await settle();
   t.same(u.take(), ['spool 2 (1)']);
   u.actor.send({ type: 'FLUSH' });
-  u.clock.increment(10_000);
+  await settle();
+  await u.tick(10_000);
   t.same(u.take(), [], 'nothing to flush: no empty batches');
 });
 
 t.test('NGTT pipelining: never more than `window` in flight; answers free slots', async (t) => {
   const u = start({ options: { maxBatchValues: 1, window: 3 } });
-  for (let i = 1; i <= 5; i++) u.push(one('W1', i, i));
+  for (let i = 1; i <= 5; i++) await u.push(one('W1', i, i));
   u.take();
   u.actor.send({ type: 'LINK', link: 'ngtt' });
   await settle();
@@ -110,7 +116,7 @@ t.test('NGTT pipelining: never more than `window` in flight; answers free slots'
 t.test('NGTT: unanswered batches are resent after a reconnect; rejected ones never', async (t) => {
   const u = start({ options: { maxBatchValues: 1, window: 8 }, pending: [7] });
   u.spool.set(7, one('OLD', 0, 0));
-  u.push(one('W1', 1, 1), one('W1', 2, 2), one('W1', 3, 3));
+  await u.push(one('W1', 1, 1), one('W1', 2, 2), one('W1', 3, 3));
   u.take();
   u.actor.send({ type: 'LINK', link: 'ngtt' });
   await settle();
@@ -131,28 +137,57 @@ t.test('NGTT: unanswered batches are resent after a reconnect; rejected ones nev
 
 t.test('backpressure: tag `full` while the spool is full; due batches wait, nothing is dropped', async (t) => {
   const u = start({ options: { maxBatchValues: 1, maxSpooledBatches: 2 } });
-  u.push(one('W1', 1, 1));
+  await u.push(one('W1', 1, 1));
   t.notOk(u.actor.getSnapshot().hasTag('full'));
-  u.push(one('W1', 2, 2));
+  await u.push(one('W1', 2, 2));
   t.ok(u.actor.getSnapshot().hasTag('full'));
-  u.push(one('W1', 3, 3), one('W1', 4, 4));
+  await u.push(one('W1', 3, 3), one('W1', 4, 4));
   t.same(u.take(), ['spool 1 (1)', 'spool 2 (1)']);
   t.ok(u.actor.getSnapshot().matches({ collecting: 'ready', spool: 'full' }));
-  t.equal(u.ctx().open.values, 2, 'kept in memory');
+  t.equal(u.ctx().open.values, 2, 'left unbatched in the spool');
   u.actor.send({ type: 'LINK', link: 'ngtt' });
   await settle();
   u.take();
   u.actor.send({ type: 'BATCH.CONFIRMED', tid: 1 });
   await settle();
-  t.same(u.take(), ['confirmed 1', 'spool 3 (2)', 'transmit tid 3 [{"path":"W1","values":[[3,3],[4,4]]}]']);
+  t.same(u.take(), ['confirmed 1', 'spool 3 (1)', 'transmit tid 3 [{"path":"W1","values":[[3,3]]}]'], 'one batch per free slot, within maxBatchValues');
   t.ok(u.actor.getSnapshot().hasTag('full'), 'full again: 2 and 3 are unconfirmed');
   u.actor.send({ type: 'BATCH.CONFIRMED', tid: 2 });
-  t.notOk(u.actor.getSnapshot().hasTag('full'));
+  await settle();
+  t.same(u.take(), ['confirmed 2', 'spool 4 (1)', 'transmit tid 4 [{"path":"W1","values":[[4,4]]}]']);
+  t.equal(u.ctx().open.values, 0);
+});
+
+t.test('one huge PUSH is cut into batches within the limits', async (t) => {
+  const u = start({ options: { maxBatchValues: 400, maxBatchAgeMs: 1000 } });
+  const values = Array.from({ length: 1000 }, (_, i) => [i, i] as [number, number]);
+  await u.push([{ path: 'W1', values }]);
+  t.same(u.take(), ['spool 1 (400)', 'spool 2 (400)'], 'full batches at once');
+  t.equal(u.ctx().open.values, 200, 'the rest waits for more values or its age');
+  await u.tick(1000);
+  t.same(u.take(), ['spool 3 (200)']);
+  const big = [{ path: 'S1', values: Array.from({ length: 10 }, (_, i) => [i, 'x'.repeat(100)]) }] as PathpointSeries[];
+  const b = start({ options: { maxBatchBytes: 400 } });
+  await b.push(big);
+  b.actor.send({ type: 'FLUSH' });
+  await settle();
+  const cuts = b.take();
+  t.ok(cuts.length >= 3, `cut by bytes: ${cuts.join(', ')}`);
+  t.equal([...b.spool.values()].reduce((n, s) => n + s[0].values.length, 0), 10, 'every value in exactly one batch');
+});
+
+t.test('restart: pending batches go first, unbatched values are cut', async (t) => {
+  const u = start({ pending: [7], unbatched: { values: 1, bytes: 30 }, firstBatchId: 8, options: { maxBatchAgeMs: 1000 } });
+  u.spool.set(7, one('OLD', 0, 0));
+  u.fake.unbatched.push({ path: 'W1', value: [1, 1] });
+  await u.tick(1000);
+  t.same(u.take(), ['spool 8 (1)']);
+  t.same(u.ctx().queue, [7, 8]);
 });
 
 t.test('HTTPS: one POST at a time; 2xx confirms, 4xx sets aside, 5xx and errors retry with backoff', async (t) => {
   const u = start({ options: { maxBatchValues: 1 } });
-  u.push(one('W1', 1, 1), one('W1', 2, 2), one('W1', 3, 3));
+  await u.push(one('W1', 1, 1), one('W1', 2, 2), one('W1', 3, 3));
   u.take();
   u.actor.send({ type: 'LINK', link: 'https' });
   await settle();
@@ -160,14 +195,14 @@ t.test('HTTPS: one POST at a time; 2xx confirms, 4xx sets aside, 5xx and errors 
   u.post.calls[0].resolve({ status: 503 });
   await settle();
   t.ok(u.actor.getSnapshot().matches({ link: { https: 'retryWait' } }));
-  u.clock.increment(999);
+  await u.tick(999);
   t.equal(u.post.calls.length, 1);
-  u.clock.increment(1);
+  await u.tick(1);
   t.same(u.post.calls.map((c) => c.input.id), [1, 1], 'retried after 1 s');
   u.post.calls[1].reject(new Error('ECONNREFUSED'));
   await settle();
   t.equal(u.ctx().retryMs, 2000, 'backoff doubles');
-  u.clock.increment(2000);
+  await u.tick(2000);
   u.post.calls[2].resolve({ status: 204 });
   await settle();
   t.same(u.post.calls.map((c) => c.input.id), [1, 1, 1, 2]);
@@ -182,7 +217,7 @@ t.test('HTTPS: one POST at a time; 2xx confirms, 4xx sets aside, 5xx and errors 
 
 t.test('HTTPS → NGTT: the POST in flight finishes first; nothing is lost or sent twice', async (t) => {
   const u = start({ options: { maxBatchValues: 1 } });
-  u.push(one('W1', 1, 1), one('W1', 2, 2));
+  await u.push(one('W1', 1, 1), one('W1', 2, 2));
   u.take();
   u.actor.send({ type: 'LINK', link: 'https' });
   await settle();
@@ -203,7 +238,7 @@ t.test('HTTPS → NGTT: the POST in flight finishes first; nothing is lost or se
 
 t.test('HTTPS retry wait is left at once when the link changes', async (t) => {
   const u = start({ options: { maxBatchValues: 1 } });
-  u.push(one('W1', 1, 1));
+  await u.push(one('W1', 1, 1));
   u.actor.send({ type: 'LINK', link: 'https' });
   await settle();
   u.post.calls[0].resolve({ status: 500 });

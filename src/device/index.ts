@@ -1,0 +1,23 @@
+/** The NGTT device: the full runtime (NgttDevice), NGTT alone (NgttConnection), and their building blocks. */
+export {
+  NgttDevice,
+  DEFAULT_HTTPS_PORT,
+  DEFAULT_CLOSE_TIMEOUT_MS,
+  deviceIdOf,
+  toSeries,
+  type NgttDeviceOptions,
+  type NgttDeviceEvents,
+  type DeviceOrderEvent,
+  type DeviceStatus,
+  type ConnectionStateName,
+  type Transport,
+  type PathpointReading,
+  type PushData,
+} from './ngtt-device.js';
+export { NgttConnection, DataStreamRejectedError, type NgttConnectionOptions, type NgttConnectionEvents, type NgttOrder } from './ngtt-connection.js';
+export { PathpointError, type OrderHandlers, type HandlerContext } from './executor.js';
+export { HttpError, DeviceHttpsClient, type DeviceConfiguration } from './https-client.js';
+export { ConnectionClosedError, DEFAULT_NGTT_PORT } from './tls-transport.js';
+export type { TlsMaterial, DeviceTlsOptions } from './tls-material.js';
+export { SqliteSpool, MemorySpool, SpoolFullError, type Spool, type SpoolBatch } from './spool.js';
+export { LogShipper } from './log-shipper.js';
