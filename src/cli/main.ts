@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>
   certs: async () => (await import('./certs.js')).runCerts,
   server: async () => (await import('./server.js')).runServer,
   order: async () => (await import('./order.js')).runOrder,
+  demo: async () => (await import('./demo/index.js')).runDemo,
 };
 
 const [command, ...rest] = process.argv.slice(2);
@@ -27,5 +28,5 @@ if (!command || command === '--help' || command === '-h' || command === 'help') 
 } else {
   console.log(HELP);
   console.error(`\nngtt: '${command}' is not available yet in this version`);
-  process.exitCode = command === 'demo' ? 0 : 2;
+  process.exitCode = 2;
 }

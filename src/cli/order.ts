@@ -1,4 +1,5 @@
 /** `ngtt order`: send and list a device's orders through the admin API. */
+import { adminRequest as call } from './admin-client.js';
 import { EXIT_USAGE, parse, runCommand, UserError } from './common.js';
 
 const HELP = `Usage:
@@ -19,30 +20,6 @@ interface OrderSummary {
   reason: string | null;
 }
 
-async function call(base: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const headers: Record<string, string> = { accept: 'application/json' };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  if (process.env.NGTT_ADMIN_TOKEN) headers.authorization = `Bearer ${process.env.NGTT_ADMIN_TOKEN}`;
-  let response: Response;
-  try {
-    response = await fetch(new URL(path, base), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new UserError(`cannot reach the admin API at ${base}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
-  }
-  const text = await response.text();
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    value = text;
-  }
-  if (!response.ok) {
-    const message = (value as { error?: string })?.error ?? text;
-    throw new UserError(`admin API said ${response.status}: ${message}`);
-  }
-  return value;
-}
 
 export async function runOrder(argv: string[]): Promise<number> {
   return runCommand('order', async () => {

@@ -1,0 +1,238 @@
+/**
+ * `ngtt demo` (what `npm start` runs): a live fleet on loopback. It creates or reuses a dev PKI
+ * under data/demo, starts the reference server on its SQLite store, starts simulated devices
+ * (NGTT on for all but the last, which shows the HTTPS path), feeds them changing values,
+ * issues orders through the admin API and shows what every device is doing.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino, { type Logger } from 'pino';
+import { NgttDevice } from '../../device/ngtt-device.js';
+import { createDevDevice, createDevPki, loadDevDevice, loadDevPki, type DevPki } from '../../pki/index.js';
+import { startServer, type NgttServer } from '../../server/index.js';
+import { adminRequest } from '../admin-client.js';
+import { integerOption, parse, runCommand } from '../common.js';
+import { Display, type FleetView } from './display.js';
+import { OrderIssuer } from './order-issuer.js';
+import { Plant } from './plant.js';
+
+const HELP = `Usage: ngtt demo [options]     (npm start runs this)
+
+Runs a live NGTT fleet on 127.0.0.1: the reference server and simulated devices, with orders
+issued through the admin API. Ctrl-C stops it cleanly (devices drain, the server closes).
+
+  --devices N        simulated devices (default 3; the last one has NGTT off and uses HTTPS)
+  --duration S       stop after S seconds (default: run until Ctrl-C)
+  --data DIR         where the PKI, the server's store and the device spools live (default data/demo)
+  --port N           NGTT port (default 2405; 0 picks a free one)
+  --https-port N     HTTPS device API port (default 8443; 0 picks a free one)
+  --admin-port N     admin API port (default 8444; 0 picks a free one)
+  --order-every MS   how often an order is issued (default 1500)
+  --inspect          stream every machine to the XState inspector (@statelyai/inspect)
+  --inspect-port N   port of the inspector bridge (default 8080)`;
+
+const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+interface DemoDevice {
+  device: NgttDevice;
+  plant: Plant;
+  ngttEnabled: boolean;
+}
+
+export async function runDemo(argv: string[]): Promise<number> {
+  return runCommand('demo', async () => {
+    const { values: o } = parse(argv, {
+      help: { type: 'boolean', short: 'h' },
+      devices: { type: 'string' },
+      duration: { type: 'string' },
+      data: { type: 'string' },
+      port: { type: 'string' },
+      'https-port': { type: 'string' },
+      'admin-port': { type: 'string' },
+      'order-every': { type: 'string' },
+      inspect: { type: 'boolean' },
+      'inspect-port': { type: 'string' },
+    });
+    if (o.help) {
+      console.log(HELP);
+      return 0;
+    }
+    const deviceCount = integerOption(o.devices, 'devices', 3, 1, 50);
+    const durationS = integerOption(o.duration, 'duration', 0, 0);
+    const orderEveryMs = integerOption(o['order-every'], 'order-every', 1500, 50);
+    const ports = {
+      ngttPort: integerOption(o.port, 'port', 2405, 0, 65535),
+      httpsPort: integerOption(o['https-port'], 'https-port', 8443, 0, 65535),
+      adminPort: integerOption(o['admin-port'], 'admin-port', 8444, 0, 65535),
+    };
+    const dataDir = resolve(o.data ?? join(PROJECT_ROOT, 'data', 'demo'));
+    await mkdir(join(dataDir, 'devices'), { recursive: true });
+
+    const pki = await devPki(join(dataDir, 'pki'));
+    const deviceIds = Array.from({ length: deviceCount }, (_, i) => `dev-${i + 1}`);
+    const serverLog = pino({ level: 'info' }, pino.destination({ dest: join(dataDir, 'server.log'), sync: false, mkdir: true }));
+    const server = await startDemoServer(pki, join(dataDir, 'server'), ports, serverLog);
+    const adminUrl = `http://127.0.0.1:${server.adminPort}`;
+    console.log(`NGTT demo: server on 127.0.0.1 — NGTT ${server.ngttPort}, HTTPS ${server.httpsPort}, admin ${adminUrl}`);
+    console.log(`data in ${dataDir} (server.log, devices.log); try: ngtt order list dev-1 --admin ${adminUrl}`);
+
+    const inspector = o.inspect ? await startInspector(integerOption(o['inspect-port'], 'inspect-port', 8080, 1, 65535)) : undefined;
+    const deviceLog = pino({ level: 'info' }, pino.destination({ dest: join(dataDir, 'devices.log'), sync: false, mkdir: true }));
+    const fleet: DemoDevice[] = [];
+    for (const [i, id] of deviceIds.entries()) {
+      const ngttEnabled = deviceCount === 1 || i < deviceCount - 1;
+      fleet.push(await startDevice(id, i, ngttEnabled, pki, server, dataDir, deviceLog, inspector?.inspect));
+    }
+
+    const issuer = new OrderIssuer(adminUrl, deviceIds, orderEveryMs);
+    issuer.start();
+    const display = new Display(process.stdout);
+    const started = Date.now();
+    const view = (): FleetView => ({
+      elapsedMs: Date.now() - started,
+      devices: fleet.map((d) => ({ ...d.device.status(), ngttEnabled: d.ngttEnabled })),
+      ordersIssued: issuer.issued,
+      issueError: issuer.lastError,
+    });
+    const sampler = setInterval(() => {
+      const now = Date.now();
+      // push() resolves once spooled; a full spool makes it wait (backpressure), never throw here.
+      for (const d of fleet) for (const r of d.plant.sample(now)) d.device.push(r).catch(() => {});
+    }, 1000);
+    const painter = setInterval(() => display.update(view()), display.isTTY ? 500 : 250);
+
+    await untilStopped(durationS);
+    clearInterval(sampler);
+    clearInterval(painter);
+    await issuer.stop();
+    console.log('\nstopping: devices drain their work, then the server closes…');
+    await Promise.all(fleet.map((d) => d.device.close({ timeoutMs: 5000 }).catch((e) => console.error(`${d.device.status().deviceId}: ${(e as Error).message}`))));
+    const final = view();
+    console.log(renderSummary(final, await serverSummary(adminUrl)));
+    inspector?.stop();
+    await server.close();
+    serverLog.flush();
+    deviceLog.flush();
+    return 0;
+  });
+}
+
+async function devPki(dir: string): Promise<DevPki> {
+  return existsSync(join(dir, 'ca.crt')) ? loadDevPki(dir) : createDevPki(dir);
+}
+
+async function startDemoServer(pki: DevPki, dataDir: string, ports: { ngttPort: number; httpsPort: number; adminPort: number }, logger: Logger): Promise<NgttServer> {
+  const options = { tls: { ca: pki.ca.cert, cert: pki.server.cert, key: pki.server.key }, host: '127.0.0.1', dataDir, logger };
+  try {
+    return await startServer({ ...options, ...ports });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    // Another server (or demo) has the standard ports: a newcomer still gets a working demo.
+    console.log(`ports ${ports.ngttPort}/${ports.httpsPort}/${ports.adminPort} are taken; using free ones instead`);
+    return startServer({ ...options, ngttPort: 0, httpsPort: 0, adminPort: 0 });
+  }
+}
+
+async function startDevice(
+  id: string,
+  index: number,
+  ngttEnabled: boolean,
+  pki: DevPki,
+  server: NgttServer,
+  dataDir: string,
+  log: Logger,
+  inspect: ((event: never) => void) | undefined,
+): Promise<DemoDevice> {
+  const pkiDir = join(dataDir, 'pki');
+  const material = existsSync(join(pkiDir, 'devices', `${id}.crt`)) ? await loadDevDevice(pkiDir, id) : await createDevDevice(pkiDir, id);
+  const plant = new Plant(index);
+  const logger = log.child({ device: id });
+  const device = new NgttDevice({
+    ca: pki.ca.cert,
+    cert: material.cert,
+    key: material.key,
+    host: '127.0.0.1',
+    ngttPort: server.ngttPort,
+    httpsPort: server.httpsPort,
+    ngtt: ngttEnabled,
+    spoolPath: join(dataDir, 'devices', `${id}.sqlite`),
+    logger,
+    inspect,
+    // Livelier than production defaults, so the HTTPS device visibly keeps up.
+    pollIntervalMs: 1000,
+    graceMs: 10_000,
+    upload: { maxBatchAgeMs: 500 },
+    handlers: {
+      onRead: async (path) => plant.read(path),
+      onWrite: async (path, value) => plant.write(path, value),
+      onSysctl: async (opType) => {
+        logger.info({ opType }, 'sysctl');
+        plant.sysctl(opType);
+      },
+    },
+  });
+  device.start();
+  return { device, plant, ngttEnabled };
+}
+
+/** The XState inspector bridge: a local WebSocket server the Stately inspector UI connects to. */
+async function startInspector(port: number): Promise<{ inspect: (event: never) => void; stop(): void }> {
+  const { createInspectorServer } = await import('@statelyai/inspect/server');
+  const { createWebSocketInspector } = await import('@statelyai/inspect');
+  const server = createInspectorServer({ port, autoOpen: false });
+  const inspector = createWebSocketInspector({ url: `ws://127.0.0.1:${port}` });
+  console.log(`XState inspector: open http://localhost:${port} in a browser to watch every machine live`);
+  return {
+    inspect: inspector.inspect as unknown as (event: never) => void,
+    stop() {
+      inspector.stop();
+      server.stop();
+    },
+  };
+}
+
+/** Resolves on Ctrl-C / SIGTERM, or after `seconds` (0: never). A second Ctrl-C exits at once. */
+function untilStopped(seconds: number): Promise<void> {
+  return new Promise((resolveStop) => {
+    let stopping = false;
+    const stop = () => {
+      if (stopping) {
+        console.error('\nforced exit');
+        process.exit(130);
+      }
+      stopping = true;
+      resolveStop();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    if (seconds > 0) setTimeout(stop, seconds * 1000).unref();
+  });
+}
+
+interface ServerDeviceSummary {
+  deviceId: string;
+  counters: { ordersConfirmed: number; ordersRejected: number; dataBatchesConfirmed: number };
+}
+
+async function serverSummary(adminUrl: string): Promise<ServerDeviceSummary[]> {
+  try {
+    return ((await adminRequest(adminUrl, 'GET', '/v1/admin/devices')) as { devices: ServerDeviceSummary[] }).devices;
+  } catch {
+    return [];
+  }
+}
+
+function renderSummary(view: FleetView, server: ServerDeviceSummary[]): string {
+  const sum = (f: (d: FleetView['devices'][number]) => number) => view.devices.reduce((n, d) => n + f(d), 0);
+  const lines = [
+    `demo finished after ${(view.elapsedMs / 1000).toFixed(1)} s: ${view.ordersIssued} orders issued; ` +
+      `devices acked ${sum((d) => d.orders.acked)}, rejected ${sum((d) => d.orders.rejected)}; ` +
+      `values pushed ${sum((d) => d.values.pushed)}, confirmed ${sum((d) => d.values.confirmed)}, still spooled ${sum((d) => d.values.pending)} (sent on next start)`,
+  ];
+  for (const s of server) {
+    lines.push(`  server: ${s.deviceId} orders confirmed ${s.counters.ordersConfirmed}, rejected ${s.counters.ordersRejected}; data batches confirmed ${s.counters.dataBatchesConfirmed}`);
+  }
+  return lines.join('\n');
+}

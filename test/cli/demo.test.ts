@@ -1,0 +1,65 @@
+/**
+ * End to end, as a newcomer meets it: `ngtt demo` in a non-TTY for a few seconds. Checked from
+ * its output and from the admin API while it runs: orders were acknowledged and values
+ * confirmed, the HTTPS device works too, and Ctrl-C (SIGINT) shuts everything down cleanly.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'ngtt.js');
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly', async (t) => {
+  const data = await mkdtemp(join(tmpdir(), 'ngtt-demo-'));
+  t.teardown(() => rm(data, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [BIN, 'demo', '--data', data, '--port', '0', '--https-port', '0', '--admin-port', '0', '--order-every', '200'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (c) => (out += c));
+  child.stderr.on('data', (c) => (err += c));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  t.teardown(() => child.kill('SIGKILL'));
+
+  const adminUrl = await waitFor('the admin URL', async () => out.match(/admin (http:\/\/127\.0\.0\.1:\d+)/)?.[1]);
+  type Dev = { deviceId: string; connected: boolean; counters: { ordersConfirmed: number; dataBatchesConfirmed: number; httpRequests: number } };
+  const devices = async () => ((await (await fetch(`${adminUrl}/v1/admin/devices`)).json()) as { devices: Dev[] }).devices;
+
+  // Every device gets orders done and data stored, whatever its transport.
+  const settled = await waitFor('orders and data on all three devices', async () => {
+    const ds = await devices();
+    const ready = ds.length === 3 && ds.every((d) => d.counters.dataBatchesConfirmed > 0);
+    const ngttAcked = ds.filter((d) => d.counters.ordersConfirmed > 0).length >= 2;
+    return ready && ngttAcked ? ds : undefined;
+  }, 60_000);
+  t.ok(settled.find((d) => d.deviceId === 'dev-3')!.counters.httpRequests > 0, 'the NGTT-off device talks HTTPS');
+  const delivered = async () => {
+    const list = (await (await fetch(`${adminUrl}/v1/admin/devices/dev-3/orders`)).json()) as { orders: { state: string }[] };
+    return list.orders.some((o) => o.state === 'delivered') ? true : undefined;
+  };
+  t.ok(await waitFor('an order polled over HTTPS', delivered), 'dev-3 polled its orders');
+
+  // Plain periodic lines in a non-TTY, with the machine's state names.
+  await waitFor('a status line', async () => (/dev-1 ngtt=on transport=ngtt connection=authenticated/.test(out) ? true : undefined));
+  t.match(out, /dev-3 ngtt=off transport=https/);
+  t.notMatch(out, /\x1b\[/, 'no terminal escapes in a pipe');
+
+  child.kill('SIGINT');
+  const code = await exited;
+  t.equal(code, 0, `clean exit (stderr: ${err.slice(0, 500)})`);
+  t.match(out, /demo finished after .* orders issued; devices acked [1-9]\d*/);
+  t.match(out, /confirmed [1-9]\d*/);
+});
