@@ -25,6 +25,8 @@ export interface HttpsClientOptions extends DeviceTlsOptions {
   baseUrl: string;
   /** Whole request, connect to last byte of the answer. Default 30 s. */
   timeoutMs?: number;
+  /** Body bytes are added here (HTTP headers and TLS are not counted), e.g. for a device's status. */
+  counters?: { bytesSent: number; bytesReceived: number };
 }
 
 export class HttpError extends Error {
@@ -56,10 +58,14 @@ export class DeviceHttpsClient {
   private readonly base: URL;
   private readonly timeoutMs: number;
 
+  /** Request and answer body bytes so far. */
+  readonly counters: { bytesSent: number; bytesReceived: number };
+
   constructor(options: HttpsClientOptions) {
     this.base = new URL(options.baseUrl);
     if (this.base.protocol !== 'https:') throw new TypeError(`baseUrl must be https, got ${options.baseUrl}`);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_HTTP_TIMEOUT_MS;
+    this.counters = options.counters ?? { bytesSent: 0, bytesReceived: 0 };
     const { host: _host, ...tls } = deviceTlsOptions(this.base.hostname, options);
     this.agent = new https.Agent({ ...tls, keepAlive: true });
   }
@@ -110,6 +116,7 @@ export class DeviceHttpsClient {
       const req = https.request(url, { method, headers, agent: this.agent }, (res) => {
         readBody(res).then((bytes) => {
           clearTimeout(timer);
+          this.counters.bytesReceived += bytes.length;
           const status = res.statusCode ?? 0;
           if (status < 200 || status >= 300) {
             let answer: unknown;
@@ -134,6 +141,7 @@ export class DeviceHttpsClient {
         reject(error instanceof HttpError ? error : new HttpError(`${method} ${path}: ${error.message}`, undefined, true, undefined, error.code));
       }
       req.on('error', fail);
+      if (body) this.counters.bytesSent += body.length;
       req.end(body);
     });
   }

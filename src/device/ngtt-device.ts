@@ -92,7 +92,7 @@ export interface DeviceStatus {
   orders: { received: number; executing: number; acked: number; rejected: number };
   /** pushed/confirmed/rejected since start(); pending: in the spool now (unbatched and unconfirmed). */
   values: { pushed: number; confirmed: number; pending: number; rejected: number };
-  /** NGTT frame bytes, all connections since start(). */
+  /** Payload bytes since start(): NGTT frames (with their 8-byte headers) and HTTPS bodies; not TLS or HTTP headers. */
   bytesSent: number;
   bytesReceived: number;
 }
@@ -145,6 +145,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
 
   private readonly log: Logger;
   private readonly counters: TrafficCounters = { bytesSent: 0, bytesReceived: 0 };
+  /** Set once close() has stopped the machines; from then on nothing is accepted. */
+  private stopped = false;
   private readonly orderCounts = { received: 0, executing: 0, acked: 0, rejected: 0 };
   private readonly valueCounts = { pushed: 0, confirmed: 0, rejected: 0 };
   private connection: ConnectionStateName;
@@ -183,6 +185,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
       cert: o.cert,
       key: o.key,
       servername: o.servername,
+      counters: this.counters,
     }));
     const executor = new OrderExecutor({
       ...o.executor,
@@ -333,8 +336,12 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
 
   // ---- internals -----------------------------------------------------------------------------
 
+  /**
+   * The running supervisor. While close() drains, values are still taken: readings of orders
+   * that are finishing must reach the spool, or those orders would fail and be rejected for good.
+   */
   private started(): SupervisorActor {
-    if (!this.actor || this.closing) throw new Error(this.closing ? 'device is closed' : 'device not started: call start()');
+    if (!this.actor || this.stopped) throw new Error(this.stopped ? 'device is closed' : 'device not started: call start()');
     return this.actor;
   }
 
@@ -354,7 +361,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
       }
     }
     this.valueCounts.pushed += values;
-    if (!this.closing) actor.send({ type: 'PUSH', values, bytes: estimateBytes(series) });
+    if (!this.stopped) actor.send({ type: 'PUSH', values, bytes: estimateBytes(series) });
   }
 
   private scheduleShipping(): void {
@@ -417,6 +424,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     actor.send({ type: 'STOP' });
     await waitUntil(() => this.connection === 'closed' || this.connection === 'disabled', Math.min(deadline, Date.now() + 5_000));
     for (const s of this.subscriptions.splice(0)) s.unsubscribe();
+    this.stopped = true;
     actor.stop();
     const closed = new Error('device is closed');
     for (const w of [...this.configWaiters.splice(0), ...this.declareWaiters.splice(0)]) w.reject(closed);

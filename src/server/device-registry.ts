@@ -9,6 +9,8 @@ export interface DeviceCounters {
   ordersSent: number;
   ordersConfirmed: number;
   ordersRejected: number;
+  /** Orders handed out by an HTTPS poll (settled at once, spec §9). */
+  ordersDelivered: number;
   dataBatchesConfirmed: number;
   dataBatchesRejected: number;
   logRecords: number;
@@ -40,6 +42,7 @@ const newCounters = (): DeviceCounters => ({
   ordersSent: 0,
   ordersConfirmed: 0,
   ordersRejected: 0,
+  ordersDelivered: 0,
   dataBatchesConfirmed: 0,
   dataBatchesRejected: 0,
   logRecords: 0,

@@ -65,13 +65,22 @@ export function createHttpsApi(o: HttpsApiOptions) {
   app.post('/v1/device/orders', async (request, reply) => {
     // HTTP semantics (spec §9): what the poll returns counts as delivered at once.
     const orders = await o.store.takeQueuedOrders(request.deviceId);
+    o.registry.counters(request.deviceId).ordersDelivered += orders.length;
     const sections: WireSection[] = orders.flatMap((order) => order.sections.map((s) => ({ ...s, id: order.id })));
     return sendValue(request, reply, sections);
   });
 
   app.post('/v1/device/pathpoints', async (request, reply) => {
-    const series = parsePathpointData(request.body);
+    const counters = o.registry.counters(request.deviceId);
+    let series;
+    try {
+      series = parsePathpointData(request.body);
+    } catch (e) {
+      counters.dataBatchesRejected++;
+      throw e;
+    }
     await o.store.ingest(request.deviceId, { data: [{ series }] });
+    counters.dataBatchesConfirmed++;
     return reply.code(204).send();
   });
 

@@ -62,4 +62,7 @@ t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly',
   t.equal(code, 0, `clean exit (stderr: ${err.slice(0, 500)})`);
   t.match(out, /demo finished after .* orders issued; devices acked [1-9]\d*/);
   t.match(out, /confirmed [1-9]\d*/);
+  // Every order the demo sends is executable: a rejection would mean an order lost (e.g. one
+  // cut short by the shutdown and refused instead of left for redelivery).
+  t.match(out, /devices acked \d+, rejected 0;/);
 });

@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino, { type Logger } from 'pino';
-import { NgttDevice } from '../../device/ngtt-device.js';
+import { NgttDevice, type NgttDeviceOptions } from '../../device/ngtt-device.js';
 import { createDevDevice, createDevPki, loadDevDevice, loadDevPki, type DevPki } from '../../pki/index.js';
 import { startServer, type NgttServer } from '../../server/index.js';
 import { adminRequest } from '../admin-client.js';
@@ -143,7 +143,7 @@ async function startDevice(
   server: NgttServer,
   dataDir: string,
   log: Logger,
-  inspect: ((event: never) => void) | undefined,
+  inspect: NgttDeviceOptions['inspect'],
 ): Promise<DemoDevice> {
   const pkiDir = join(dataDir, 'pki');
   const material = existsSync(join(pkiDir, 'devices', `${id}.crt`)) ? await loadDevDevice(pkiDir, id) : await createDevDevice(pkiDir, id);
@@ -178,14 +178,14 @@ async function startDevice(
 }
 
 /** The XState inspector bridge: a local WebSocket server the Stately inspector UI connects to. */
-async function startInspector(port: number): Promise<{ inspect: (event: never) => void; stop(): void }> {
+async function startInspector(port: number): Promise<{ inspect: NgttDeviceOptions['inspect']; stop(): void }> {
   const { createInspectorServer } = await import('@statelyai/inspect/server');
   const { createWebSocketInspector } = await import('@statelyai/inspect');
   const server = createInspectorServer({ port, autoOpen: false });
   const inspector = createWebSocketInspector({ url: `ws://127.0.0.1:${port}` });
   console.log(`XState inspector: open http://localhost:${port} in a browser to watch every machine live`);
   return {
-    inspect: inspector.inspect as unknown as (event: never) => void,
+    inspect: inspector.inspect as NgttDeviceOptions['inspect'],
     stop() {
       inspector.stop();
       server.stop();
@@ -213,7 +213,7 @@ function untilStopped(seconds: number): Promise<void> {
 
 interface ServerDeviceSummary {
   deviceId: string;
-  counters: { ordersConfirmed: number; ordersRejected: number; dataBatchesConfirmed: number };
+  counters: { ordersConfirmed: number; ordersRejected: number; ordersDelivered: number; dataBatchesConfirmed: number };
 }
 
 async function serverSummary(adminUrl: string): Promise<ServerDeviceSummary[]> {
@@ -232,7 +232,7 @@ function renderSummary(view: FleetView, server: ServerDeviceSummary[]): string {
       `values pushed ${sum((d) => d.values.pushed)}, confirmed ${sum((d) => d.values.confirmed)}, still spooled ${sum((d) => d.values.pending)} (sent on next start)`,
   ];
   for (const s of server) {
-    lines.push(`  server: ${s.deviceId} orders confirmed ${s.counters.ordersConfirmed}, rejected ${s.counters.ordersRejected}; data batches confirmed ${s.counters.dataBatchesConfirmed}`);
+    lines.push(`  server: ${s.deviceId} orders confirmed ${s.counters.ordersConfirmed}, rejected ${s.counters.ordersRejected}, delivered by HTTPS poll ${s.counters.ordersDelivered}; data batches stored ${s.counters.dataBatchesConfirmed}`);
   }
   return lines.join('\n');
 }

@@ -21,6 +21,7 @@ export class Plant {
     this.phase = deviceIndex * 1.3;
     this.values.set('W1', 1200); // pump speed set point, rpm
     this.values.set('u5', 'running');
+    this.sample(Date.now()); // so that a read before the first tick finds every pathpoint
   }
 
   /** The values sampled now: temperature, pressure and level drift; set points stay. */
