@@ -1,4 +1,5 @@
 /** What the subcommands share: argument parsing that reports mistakes in one line, and exit codes. */
+import { readFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** A mistake the user can fix (bad option, missing file, port in use): one line, no stack trace. */
@@ -46,4 +47,13 @@ export function integerOption(value: string | undefined, name: string, fallback:
   const n = Number(value);
   if (!Number.isInteger(n) || n < min || n > max) throw new UserError(`--${name} must be an integer from ${min} to ${max}, not ${JSON.stringify(value)}`, EXIT_USAGE);
   return n;
+}
+
+/** A PEM file's text; a missing or unreadable file is a user mistake with one clear line. */
+export async function readPem(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    throw new UserError(`cannot read the ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }

@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>
   server: async () => (await import('./server.js')).runServer,
   order: async () => (await import('./order.js')).runOrder,
   demo: async () => (await import('./demo/index.js')).runDemo,
+  device: async () => (await import('./device.js')).runDevice,
 };
 
 const [command, ...rest] = process.argv.slice(2);

@@ -1,9 +1,8 @@
 /** `ngtt server`: the reference server with a dev PKI folder (or explicit PEM files) and SQLite. */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadDevPki } from '../pki/index.js';
 import { startServer, type ServerOptions } from '../server/index.js';
-import { EXIT_USAGE, integerOption, parse, runCommand, UserError } from './common.js';
+import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
 const HELP = `Usage: ngtt server [options]
 
@@ -25,13 +24,6 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
 Environment: NGTT_ADMIN_TOKEN (bearer token for the admin API), NGTT_LOG_LEVEL (default info).
 Stops cleanly on SIGINT / SIGTERM (unsettled orders go back to the queue).`;
 
-async function readPem(path: string, what: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    throw new UserError(`cannot read the ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-}
 
 export async function runServer(argv: string[]): Promise<number> {
   return runCommand('server', async () => {
