@@ -52,6 +52,13 @@ t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly',
   };
   t.ok(await waitFor('an order polled over HTTPS', delivered), 'dev-3 polled its orders');
 
+  // The devices' own pino logs arrive as LOGS records (the sysctl handler logs at info).
+  const logs = async () => {
+    const body = (await (await fetch(`${adminUrl}/v1/admin/devices/dev-1/logs`)).json()) as { logs: { service: string; message: unknown }[] };
+    return body.logs.some((l) => JSON.stringify(l.message).includes('sysctl')) ? body.logs : undefined;
+  };
+  t.ok((await waitFor('shipped logs', logs)).length > 0, 'log shipping');
+
   // Plain periodic lines in a non-TTY, with the machine's state names.
   await waitFor('a status line', async () => (/dev-1 ngtt=on transport=ngtt connection=authenticated/.test(out) ? true : undefined));
   t.match(out, /dev-3 ngtt=off transport=https/);

@@ -79,7 +79,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log(`data in ${dataDir} (server.log, devices.log); try: ngtt order list dev-1 --admin ${adminUrl}`);
 
     const inspector = o.inspect ? await startInspector(integerOption(o['inspect-port'], 'inspect-port', 8080, 1, 65535)) : undefined;
-    const deviceLog = pino({ level: 'info' }, pino.destination({ dest: join(dataDir, 'devices.log'), sync: false, mkdir: true }));
+    const deviceLog = pino.destination({ dest: join(dataDir, 'devices.log'), sync: false, mkdir: true });
     const fleet: DemoDevice[] = [];
     for (const [i, id] of deviceIds.entries()) {
       const ngttEnabled = deviceCount === 1 || i < deviceCount - 1;
@@ -142,13 +142,18 @@ async function startDevice(
   pki: DevPki,
   server: NgttServer,
   dataDir: string,
-  log: Logger,
+  log: pino.DestinationStream,
   inspect: NgttDeviceOptions['inspect'],
 ): Promise<DemoDevice> {
   const pkiDir = join(dataDir, 'pki');
   const material = existsSync(join(pkiDir, 'devices', `${id}.crt`)) ? await loadDevDevice(pkiDir, id) : await createDevDevice(pkiDir, id);
   const plant = new Plant(index);
-  const logger = log.child({ device: id });
+  // The device's own logs go to the file and, as LOGS records, to the server (log shipping).
+  let shipped: { write(line: string): void } | undefined;
+  const logger = pino(
+    { level: 'info', base: { device: id } },
+    pino.multistream([{ stream: log }, { stream: { write: (line: string) => shipped?.write(line) } }]),
+  );
   const device = new NgttDevice({
     ca: pki.ca.cert,
     cert: material.cert,
@@ -173,6 +178,7 @@ async function startDevice(
       },
     },
   });
+  shipped = device.logStream();
   device.start();
   return { device, plant, ngttEnabled };
 }
@@ -213,7 +219,7 @@ function untilStopped(seconds: number): Promise<void> {
 
 interface ServerDeviceSummary {
   deviceId: string;
-  counters: { ordersConfirmed: number; ordersRejected: number; ordersDelivered: number; dataBatchesConfirmed: number };
+  counters: { ordersConfirmed: number; ordersRejected: number; ordersDelivered: number; dataBatchesConfirmed: number; logRecords: number };
 }
 
 async function serverSummary(adminUrl: string): Promise<ServerDeviceSummary[]> {
@@ -232,7 +238,7 @@ function renderSummary(view: FleetView, server: ServerDeviceSummary[]): string {
       `values pushed ${sum((d) => d.values.pushed)}, confirmed ${sum((d) => d.values.confirmed)}, still spooled ${sum((d) => d.values.pending)} (sent on next start)`,
   ];
   for (const s of server) {
-    lines.push(`  server: ${s.deviceId} orders confirmed ${s.counters.ordersConfirmed}, rejected ${s.counters.ordersRejected}, delivered by HTTPS poll ${s.counters.ordersDelivered}; data batches stored ${s.counters.dataBatchesConfirmed}`);
+    lines.push(`  server: ${s.deviceId} orders confirmed ${s.counters.ordersConfirmed}, rejected ${s.counters.ordersRejected}, delivered by HTTPS poll ${s.counters.ordersDelivered}; data batches stored ${s.counters.dataBatchesConfirmed}; log records ${s.counters.logRecords}`);
   }
   return lines.join('\n');
 }
