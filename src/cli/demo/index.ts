@@ -67,6 +67,8 @@ export async function runDemo(argv: string[]): Promise<number> {
       httpsPort: integerOption(o['https-port'], 'https-port', 8443, 0, 65535),
       adminPort: integerOption(o['admin-port'], 'admin-port', 8444, 0, 65535),
     };
+    // Listen for Ctrl-C before starting anything: an early one still shuts down cleanly.
+    const stopped = untilStopped(durationS);
     const dataDir = resolve(o.data ?? join(PROJECT_ROOT, 'data', 'demo'));
     await mkdir(join(dataDir, 'devices'), { recursive: true });
 
@@ -103,7 +105,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     }, 1000);
     const painter = setInterval(() => display.update(view()), display.isTTY ? 500 : 250);
 
-    await untilStopped(durationS);
+    await stopped;
     clearInterval(sampler);
     clearInterval(painter);
     await issuer.stop();
