@@ -3,7 +3,7 @@
  * from the verified client certificate only, then one DeviceSession per connection, handed over
  * through the DeviceRegistry so a device is served on one connection at a time.
  */
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { readDeviceIdentity } from '../pki/index.js';
@@ -33,6 +33,9 @@ export class NgttListener {
   private readonly server: tls.Server;
   private readonly pending = new Set<Promise<void>>();
   private readonly sockets = new Set<TLSSocket>();
+  /** Every TCP connection, handshaking ones included, so that close() can end them all. */
+  private readonly rawSockets = new Set<Socket>();
+  private closing = false;
 
   constructor(private readonly o: NgttListenerOptions) {
     this.server = tls.createServer({
@@ -41,6 +44,10 @@ export class NgttListener {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
       handshakeTimeout: Math.min(o.idleTimeoutMs, 120_000),
+    });
+    this.server.on('connection', (socket: Socket) => {
+      this.rawSockets.add(socket);
+      socket.once('close', () => this.rawSockets.delete(socket));
     });
     this.server.on('secureConnection', (socket) => this.onConnection(socket));
     this.server.on('tlsClientError', (err, socket) => {
@@ -59,6 +66,11 @@ export class NgttListener {
   }
 
   private onConnection(socket: TLSSocket): void {
+    // A handshake that finishes while we shut down would start a session nobody closes.
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     let deviceId: string;
     try {
@@ -95,10 +107,12 @@ export class NgttListener {
 
   /** Stops accepting, closes every connection and waits until their orders are requeued. */
   async close(): Promise<void> {
+    this.closing = true;
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.pending]);
     await Promise.allSettled(this.o.registry.sessions().map((s) => s.close('server shutting down')));
     for (const socket of this.sockets) socket.destroy();
+    for (const socket of this.rawSockets) socket.destroy();
     await stopped;
   }
 }
