@@ -21,6 +21,8 @@ export interface ManagedChannelOptions<C extends Channel> {
 /** Events: `open` (channel) once set up; `lost` (channel) when a set-up channel closed. */
 export class ManagedChannel<C extends Channel = Channel> extends EventEmitter {
   private ch: C | null = null;
+  /** The newest channel, from creation (before setup) until it closes. */
+  private live: C | null = null;
   private opening = false;
   private closed = false;
   private timer: NodeJS.Timeout | null = null;
@@ -38,6 +40,15 @@ export class ManagedChannel<C extends Channel = Channel> extends EventEmitter {
   /** The set-up channel, or null while (re)opening. */
   get current(): C | null {
     return this.ch;
+  }
+
+  /**
+   * Whether `ch` is this object's open channel, also while its setup is still running (consumers
+   * started in setup get deliveries before it finishes). Acks go only to an open channel: a
+   * delivery tag means nothing on any other.
+   */
+  isOpen(ch: Channel): boolean {
+    return ch === this.live && !this.closed;
   }
 
   get isClosed(): boolean {
@@ -103,9 +114,11 @@ export class ManagedChannel<C extends Channel = Channel> extends EventEmitter {
     try {
       ch = (this.opts.confirm ? await model.createConfirmChannel() : await model.createChannel()) as C;
       const opened = ch;
+      this.live = opened;
       opened.on('error', (err: Error) => this.conn.logger.warn({ err, channel: this.opts.name }, 'amqp channel error'));
       opened.once('close', () => {
         chClosed = true;
+        if (this.live === opened) this.live = null;
         this.onChannelClose(opened);
       });
       await this.opts.setup(opened);

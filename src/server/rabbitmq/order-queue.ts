@@ -259,15 +259,15 @@ class RabbitOrderSource implements OrderSource {
 
   private find(idOrTag: string | number): Entry | undefined {
     if (typeof idOrTag === 'string') return this.entries.get(idOrTag);
-    const ch = this.managed.current;
-    for (const e of this.entries.values()) if (e.chan === ch && e.msg?.fields.deliveryTag === idOrTag) return e;
+    for (const e of this.entries.values()) {
+      if (e.chan && this.managed.isOpen(e.chan) && e.msg?.fields.deliveryTag === idOrTag) return e;
+    }
     return undefined;
   }
 
   private ackIfHeld(entry: Entry): void {
-    const ch = this.managed.current;
-    if (entry.msg && entry.chan && entry.chan === ch) {
-      ch.ack(entry.msg);
+    if (entry.msg && entry.chan && this.managed.isOpen(entry.chan)) {
+      entry.chan.ack(entry.msg);
       entry.msg = null;
       entry.chan = null;
     }

@@ -138,7 +138,7 @@ export class Sink {
   private settle(ch: Channel, op: () => void): void {
     // A tag is only valid on its own channel; if that channel is gone the broker has already
     // requeued the message and it comes again.
-    if (this.managed.current !== ch) return;
+    if (!this.managed.isOpen(ch)) return;
     try {
       op();
     } catch (err) {

@@ -12,7 +12,7 @@ import {
   type RabbitBackbone,
   type RabbitBackboneOptions,
   type Topology,
-} from '../../../src/server/rabbitmq/index.js';
+} from '../../src/server/rabbitmq/index.js';
 
 export const BROKER_URL = process.env.NGTT_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 export const SKIP_REASON = 'RabbitMQ not reachable at 127.0.0.1:5672 (start it, e.g. .ci/services); skipping';
