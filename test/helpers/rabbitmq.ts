@@ -5,6 +5,7 @@ import { connect as tcpConnect } from 'node:net';
 import { promisify } from 'node:util';
 import amqp from 'amqplib';
 import type { Channel } from 'amqplib';
+import type { Section } from '../../src/protocol/index.js';
 import {
   BrokerConnection,
   deleteSharedTopology,
@@ -149,4 +150,14 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
 /** Ready-message count of a queue, via a passive declare on a throwaway channel. */
 export async function readyCount(conn: BrokerConnection, queue: string): Promise<number> {
   return conn.withChannel(async (ch) => (await ch.checkQueue(queue)).messageCount);
+}
+
+/** An order whose single write carries `n`, to tell orders apart. */
+export const order = (n: number): Section[] => [{ orders: [{ type: 'write', path: 'W1', value: n }], disposition: 0 }];
+
+/** Enqueues n orders with values from, from+1, ...; returns their ids in order. */
+export async function enqueue(bb: RabbitBackbone, deviceId: string, n: number, from = 1): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = from; i < from + n; i++) ids.push(await bb.orders.enqueueOrder(deviceId, order(i)));
+  return ids;
 }

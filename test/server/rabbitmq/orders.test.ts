@@ -1,17 +1,7 @@
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
-import type { Section } from '../../../src/protocol/index.js';
 import type { OrderDelivery, RabbitBackbone } from '../../../src/server/rabbitmq/index.js';
-import { brokerReachable, readyCount, SKIP_REASON, testBackbone, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
-
-const order = (n: number): Section[] => [{ orders: [{ type: 'write', path: 'W1', value: n }], disposition: 0 }];
-
-/** Enqueues n orders with values 1..n; returns their ids in order. */
-async function enqueue(bb: RabbitBackbone, deviceId: string, n: number, from = 1): Promise<string[]> {
-  const ids: string[] = [];
-  for (let i = from; i < from + n; i++) ids.push(await bb.orders.enqueueOrder(deviceId, order(i)));
-  return ids;
-}
+import { brokerReachable, enqueue, readyCount, SKIP_REASON, testBackbone, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
 
 /** Opens a source that records what it receives and checks the window on every delivery. */
 async function recordingSource(t: { teardown(fn: () => unknown): void }, bb: RabbitBackbone, deviceId: string, window = 4) {
