@@ -16,7 +16,7 @@ import {
 } from '../../src/server/rabbitmq/index.js';
 
 export const BROKER_URL = process.env.NGTT_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-export const SKIP_REASON = 'RabbitMQ not reachable at 127.0.0.1:5672 (start it, e.g. .ci/services); skipping';
+export const SKIP_REASON = `RabbitMQ not reachable at ${new URL(BROKER_URL).host} (start it, e.g. .ci/services); skipping`;
 
 export function brokerReachable(timeoutMs = 1_000): Promise<boolean> {
   const url = new URL(BROKER_URL);

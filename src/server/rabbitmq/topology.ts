@@ -17,7 +17,16 @@ export const HEADER_DEVICE = 'x-ngtt-device';
 export const HEADER_OUTCOME = 'x-ngtt-outcome';
 export const HEADER_REASON = 'x-ngtt-reason';
 
+export type OrderQueueType = 'quorum' | 'classic';
+
 export interface TopologyOptions {
+  /**
+   * Queue type of the per-device order queues. Default 'quorum' (replicated, Raft). 'classic'
+   * (version 2) costs about a third of the memory and no Raft, but is not replicated: see the
+   * scale note in docs/rabbitmq.md. Both keep single-active-consumer and return unsettled
+   * orders to the front.
+   */
+  orderQueueType?: OrderQueueType;
   /** Name prefix for every queue and exchange. Default `ngtt`. Tests use a random one. */
   prefix?: string;
   /**
@@ -56,12 +65,12 @@ export function checkDeviceId(deviceId: string): void {
 
 export function topology(options: TopologyOptions = {}): Topology {
   const prefix = options.prefix ?? 'ngtt';
-  const orderQueueArgs: Record<string, unknown> = {
-    'x-queue-type': 'quorum',
-    'x-single-active-consumer': true,
-  };
-  if (options.orderDeliveryLimit !== undefined) orderQueueArgs['x-delivery-limit'] = options.orderDeliveryLimit;
-  if (options.quorumGroupSize !== undefined) orderQueueArgs['x-quorum-initial-group-size'] = options.quorumGroupSize;
+  const quorum = (options.orderQueueType ?? 'quorum') === 'quorum';
+  const orderQueueArgs: Record<string, unknown> = quorum
+    ? { 'x-queue-type': 'quorum', 'x-single-active-consumer': true }
+    : { 'x-queue-type': 'classic', 'x-queue-version': 2, 'x-single-active-consumer': true };
+  if (quorum && options.orderDeliveryLimit !== undefined) orderQueueArgs['x-delivery-limit'] = options.orderDeliveryLimit;
+  if (quorum && options.quorumGroupSize !== undefined) orderQueueArgs['x-quorum-initial-group-size'] = options.quorumGroupSize;
   return {
     prefix,
     ordersQueue: (deviceId) => {
