@@ -158,19 +158,7 @@ function writeString(s: string): void {
   checkWellFormed(s);
   const len = Buffer.byteLength(s, 'utf8');
   ensure(5 + len);
-  if (len <= 127) buf[pos++] = SHORT_STR | len;
-  else if (len <= 0xff) {
-    buf[pos++] = STR8;
-    buf[pos++] = len;
-  } else if (len <= 0xffff) {
-    buf[pos++] = STR16;
-    buf[pos++] = len >>> 8;
-    buf[pos++] = len & 0xff;
-  } else {
-    buf[pos++] = STR32;
-    buf.writeUInt32BE(len, pos);
-    pos += 4;
-  }
+  writeSizeHeader(len, SHORT_STR, 127, STR8, STR16, STR32);
   pos += buf.write(s, pos, len, 'utf8');
 }
 
@@ -306,18 +294,7 @@ function writeBigInt(b: bigint): void {
 function writeBytes(bytes: Uint8Array): void {
   const len = bytes.length;
   ensure(5 + len);
-  if (len <= 0xff) {
-    buf[pos++] = BIN8;
-    buf[pos++] = len;
-  } else if (len <= 0xffff) {
-    buf[pos++] = BIN16;
-    buf[pos++] = len >>> 8;
-    buf[pos++] = len & 0xff;
-  } else {
-    buf[pos++] = BIN32;
-    buf.writeUInt32BE(len, pos);
-    pos += 4;
-  }
+  writeSizeHeader(len, 0, -1, BIN8, BIN16, BIN32); // binary has no short form
   buf.set(bytes, pos);
   pos += len;
 }
@@ -327,17 +304,22 @@ function writeBytes(bytes: Uint8Array): void {
 /** Writes a container header: short form below 16, else 8/16/32-bit count. */
 function writeHeader(count: number, short: number, t8: number, t16: number, t32: number): void {
   ensure(5);
-  if (count < 16) buf[pos++] = short | count;
-  else if (count <= 0xff) {
+  writeSizeHeader(count, short, 15, t8, t16, t32);
+}
+
+/** A length or count: the short form up to shortMax (-1: the type has none), else 8/16/32-bit. */
+function writeSizeHeader(n: number, short: number, shortMax: number, t8: number, t16: number, t32: number): void {
+  if (n <= shortMax) buf[pos++] = short | n;
+  else if (n <= 0xff) {
     buf[pos++] = t8;
-    buf[pos++] = count;
-  } else if (count <= 0xffff) {
+    buf[pos++] = n;
+  } else if (n <= 0xffff) {
     buf[pos++] = t16;
-    buf[pos++] = count >>> 8;
-    buf[pos++] = count & 0xff;
+    buf[pos++] = n >>> 8;
+    buf[pos++] = n & 0xff;
   } else {
     buf[pos++] = t32;
-    buf.writeUInt32BE(count, pos);
+    buf.writeUInt32BE(n, pos);
     pos += 4;
   }
 }
