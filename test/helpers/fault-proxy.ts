@@ -15,6 +15,8 @@ export interface FaultPolicy {
   fragmentBytes?: number;
   /** New connections start stalled. */
   stall?: boolean;
+  /** Called at each cut (to record what was going on at that moment). */
+  onCut?: () => void;
 }
 
 export class ProxiedConnection {
@@ -62,6 +64,7 @@ export class ProxiedConnection {
   cut(): void {
     if (this.closed) return;
     this.proxy.stats.cuts++;
+    this.proxy.policy.onCut?.();
     this.close();
   }
 

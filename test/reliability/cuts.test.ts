@@ -70,6 +70,15 @@ t.test(`${CUTS} random cuts during order delivery, acknowledgement and upload: n
   });
   device.start();
   t.teardown(() => device.close({ timeoutMs: 1000 }));
+  // What each cut interrupted: orders sent but not yet settled on the server (delivery,
+  // execution or acknowledgement under way; the memory store reads synchronously, so this is
+  // the state at the cut), values in the device's spool not yet confirmed.
+  const during = { orders: 0, upload: 0 };
+  proxy.policy.onCut = () => {
+    if (device.status().connection !== 'authenticated') return;
+    void server.store.listOrders(deviceId, { state: 'in-flight' }).then((l) => l.length > 0 && during.orders++);
+    if (device.status().values.pending > 0) during.upload++;
+  };
 
   const orders = new Map<number, string>();
   const accepted: string[] = [];
@@ -100,9 +109,10 @@ t.test(`${CUTS} random cuts during order delivery, acknowledgement and upload: n
     30_000,
   );
   const outcome = await check({ store: server.store, deviceId, orders, executions, accepted, spoolPending: device.status().values.pending });
-  t.comment(summary('random cuts', outcome, { cuts, 'connections established': authenticated }));
+  t.comment(summary('random cuts', outcome, { cuts, 'connections established': authenticated, 'cut with orders open': during.orders, 'cut with values unconfirmed': during.upload }));
   t.ok(cuts >= CUTS, `${cuts} cuts`);
   t.ok(authenticated > CUTS / 4, `${authenticated} connections got past the handshake, so cuts hit the protocol`);
+  t.ok(during.orders > 0 && during.upload > 0, 'cuts hit order delivery/acknowledgement and uploads');
   t.same(outcome.lost, [], 'nothing lost');
   t.same(outcome.duplicated, [], 'nothing executed or stored twice');
   t.same(outcome.limbo, [], 'nothing in limbo');
