@@ -89,14 +89,14 @@ t.test(`server SIGKILLed ${KILLS} times mid-traffic and restarted on the same st
     n++;
   };
   for (let k = 0; k <= KILLS; k++) {
+    // Traffic through this server for a random while, then the kill.
+    await until(() => device.status().connection === 'authenticated', 'the device to reach the server', 10_000);
     const stopAt = Date.now() + 300 + Math.random() * 500;
     while (Date.now() < stopAt) {
       await enqueue(ports.adminPort);
-      for (let i = 0; i < 5; i++, v++) {
-        const value = v;
-        await device.push({ path: 'V', value, timestamp: 1_700_000_000_000 + value });
-        accepted.push(`V=${value}`);
-      }
+      const values = [v, v + 1, v + 2, v + 3, v + 4];
+      v += 5;
+      await Promise.all(values.map((value) => device.push({ path: 'V', value, timestamp: 1_700_000_000_000 + value }).then(() => accepted.push(`V=${value}`))));
       await sleep(5);
     }
     await kill(child);
@@ -141,8 +141,11 @@ t.test(`device SIGKILLed ${KILLS} times mid-traffic and restarted on the same sp
 
   const orders = new Map<number, string>();
   let n = 0;
+  /** Reads the child's status lines until one satisfies `done`. */
+  const awaitStatus = (done: (s: { pending: number; connection: string }) => boolean, what: string) =>
+    until(async () => done(JSON.parse((await within(child.lines.next(), what, 20_000)).value as string)), what, 20_000);
   for (let k = 0; k <= KILLS; k++) {
-    await within(child.lines.next(), 'the device child to start', 20_000);
+    await awaitStatus((s) => s.connection === 'authenticated', 'the device child to connect');
     const stopAt = Date.now() + 300 + Math.random() * 500;
     while (Date.now() < stopAt) {
       orders.set(n, await server.enqueueOrder(deviceId, orderSections(n))); // writes only: n even
@@ -156,12 +159,7 @@ t.test(`device SIGKILLed ${KILLS} times mid-traffic and restarted on the same sp
   }
   child.process.stdin!.write('drain\n');
   await until(async () => (await server.store.listOrders(deviceId, { state: 'confirmed', limit: 100_000 })).length === orders.size, 'every order confirmed', 20_000);
-  let pending = -1;
-  await until(async () => {
-    const line = await child.lines.next();
-    pending = (JSON.parse(line.value as string) as { pending: number }).pending;
-    return pending === 0;
-  }, 'the spool to empty', 20_000);
+  await awaitStatus((s) => s.pending === 0, 'the spool to empty');
   await kill(child);
 
   // An order the device ran but had not yet recorded as executed when it was killed is run

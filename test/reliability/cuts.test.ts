@@ -10,12 +10,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import t from 'tap';
-import { NgttDevice } from '../../src/device/ngtt-device.js';
-import { startServer } from '../../src/server/index.js';
-import { FaultProxy } from '../helpers/fault-proxy.js';
-import { check, countingHandlers, orderSections, summary } from '../helpers/reliability.js';
+import { check, orderSections, summary } from '../helpers/reliability.js';
+import { startRig } from '../helpers/rig.js';
 import { makePki } from '../helpers/server-fixture.js';
 import { until } from '../helpers/wait.js';
 
@@ -40,36 +37,15 @@ t.teardown(() => rm(dir, { recursive: true, force: true }));
 t.test(`${CUTS} random cuts during order delivery, acknowledgement and upload: nothing lost, nothing doubled`, async (t) => {
   const random = seeded(SEED);
   t.comment(`seed ${SEED} (RELIABILITY_SEED=${SEED} replays the cut points)`);
-  const server = await startServer({
-    tls: { ca: pki.ca.cert, cert: pki.server.cert, key: pki.server.key },
-    ngttPort: 0,
-    httpsPort: 0,
-    adminPort: null,
-    logger: pino({ enabled: false }),
-  });
-  t.teardown(() => server.close());
-  // Budgets from inside the TLS handshake (~2.5 kB) to a few dozen frames after it.
-  const proxy = await FaultProxy.start(server.ngttPort, { cutAfterBytes: () => 1500 + Math.floor(random() * 6000) });
-  t.teardown(() => proxy.close());
-
-  const executions: string[] = [];
   const deviceId = 'dev-cuts';
-  const device = new NgttDevice({
-    host: '127.0.0.1',
-    ngttPort: proxy.port,
-    httpsPort: server.httpsPort,
-    ca: pki.ca.cert,
-    ...(await pki.device(deviceId)),
-    ngtt: true,
-    graceMs: 3_600_000, // NGTT only: HTTPS fallback is tested elsewhere
-    spoolPath: join(dir, 'spool.db'),
-    handlers: countingHandlers((p) => executions.push(p)),
-    timings: { backoff: { baseMs: 2, maxMs: 20 }, connectTimeoutMs: 2000 },
-    upload: { maxBatchAgeMs: 2, maxBatchValues: 20 },
+  const { server, proxy, device, executions } = await startRig(t, pki, {
+    deviceId,
+    dir,
+    // Budgets from inside the TLS handshake (~2.5 kB) to a few dozen frames after it.
+    policy: { cutAfterBytes: () => 1500 + Math.floor(random() * 6000) },
+    timings: { connectTimeoutMs: 2000 },
     random,
   });
-  device.start();
-  t.teardown(() => device.close({ timeoutMs: 1000 }));
   // What each cut interrupted: orders sent but not yet settled on the server (delivery,
   // execution or acknowledgement under way; the memory store reads synchronously, so this is
   // the state at the cut), values in the device's spool not yet confirmed.

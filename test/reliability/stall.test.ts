@@ -8,12 +8,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import t from 'tap';
-import { NgttDevice } from '../../src/device/ngtt-device.js';
-import { startServer, type NgttServer } from '../../src/server/index.js';
-import { FaultProxy } from '../helpers/fault-proxy.js';
-import { check, countingHandlers, orderSections, summary } from '../helpers/reliability.js';
+import type { NgttDevice } from '../../src/device/ngtt-device.js';
+import type { NgttServer } from '../../src/server/index.js';
+import { check, orderSections, summary } from '../helpers/reliability.js';
+import { startRig } from '../helpers/rig.js';
 import { makePki } from '../helpers/server-fixture.js';
 import { until } from '../helpers/wait.js';
 
@@ -22,36 +21,11 @@ const dir = await mkdtemp(join(tmpdir(), 'ngtt-stall-'));
 t.teardown(() => rm(dir, { recursive: true, force: true }));
 
 async function setup(t: { teardown(fn: () => unknown): void }, deviceId: string, timings = {}) {
-  const server = await startServer({
-    tls: { ca: pki.ca.cert, cert: pki.server.cert, key: pki.server.key },
-    ngttPort: 0,
-    httpsPort: 0,
-    adminPort: null,
-    logger: pino({ enabled: false }),
-  });
-  t.teardown(() => server.close());
-  const proxy = await FaultProxy.start(server.ngttPort);
-  t.teardown(() => proxy.close());
-  const executions: string[] = [];
-  const device = new NgttDevice({
-    host: '127.0.0.1',
-    ngttPort: proxy.port,
-    httpsPort: server.httpsPort,
-    ca: pki.ca.cert,
-    ...(await pki.device(deviceId)),
-    ngtt: true,
-    graceMs: 3_600_000,
-    spoolPath: join(dir, `${deviceId}.db`),
-    handlers: countingHandlers((p) => executions.push(p)),
-    timings: { backoff: { baseMs: 5, maxMs: 20 }, ...timings },
-    upload: { maxBatchAgeMs: 5, maxBatchValues: 20 },
-  });
-  device.start();
-  t.teardown(() => device.close({ timeoutMs: 1000 }));
+  const rig = await startRig(t, pki, { deviceId, dir, timings });
   const states: string[] = [];
-  device.on('state', (s) => states.push(s));
-  await until(() => device.status().connection === 'authenticated', 'connected');
-  return { server, proxy, device, executions, states };
+  rig.device.on('state', (s) => states.push(s));
+  await until(() => rig.device.status().connection === 'authenticated', 'connected');
+  return { ...rig, states };
 }
 
 async function workload(server: NgttServer, device: NgttDevice, deviceId: string, orders: Map<number, string>, accepted: string[], from: number, count: number) {
