@@ -4,11 +4,12 @@
  * times before the stores deduplicated by digest.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { encode } from '../../src/minijson/index.js';
-import { FrameType } from '../../src/protocol/index.js';
+import { encodeFrame, FrameType } from '../../src/protocol/index.js';
 import { createMemoryStore, openSqliteStore } from '../../src/server/store/index.js';
 import { makePki, startTestServer } from '../helpers/server-fixture.js';
 
@@ -51,4 +52,27 @@ t.test('NGTT: a DATA_STREAM re-sent on a new connection is confirmed and stored 
   second.send(1, FrameType.DATA_STREAM, batch(7));
   await second.takeType(FrameType.DATA_STREAM_CONFIRM, 1);
   t.same((await server.store.readData('dev-d')).flatMap((s) => s.values), [[1_700_000_000_007, 7]]);
+});
+
+t.test('a batch stored over NGTT and re-posted over HTTPS (fallback after a lost CONFIRM) is stored once', async (t) => {
+  const pki = await makePki();
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  const device = await server.connect('dev-x');
+  t.teardown(() => device.destroy());
+  const payload = encode([{ path: 'W1', values: [[1_700_000_000_000, 1.5], [1_700_000_000_001, 'on'], [false, 1_700_000_000_002, 'timeout']] }]);
+  device.sendRaw(encodeFrame(1, FrameType.DATA_STREAM, payload));
+  await device.takeType(FrameType.DATA_STREAM_CONFIRM, 1);
+  const creds = await pki.device('dev-x');
+  const status = await new Promise<number>((resolve, reject) =>
+    https
+      .request({ host: '127.0.0.1', port: server.httpsPort, method: 'POST', path: '/v1/device/pathpoints', servername: 'localhost', ca: pki.ca.cert, ...creds, headers: { 'content-type': 'application/minijson' }, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      })
+      .on('error', reject)
+      .end(payload),
+  );
+  t.equal(status, 204, 'accepted (the device deletes the batch)');
+  t.equal((await server.store.readData('dev-x')).length, 1, 'stored once');
 });
