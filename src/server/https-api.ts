@@ -25,6 +25,8 @@ export interface HttpsApiOptions {
   registry: DeviceRegistry;
   logger: Logger;
   bodyLimit: number;
+  /** A client that has not finished its TLS handshake by then is disconnected. */
+  handshakeTimeoutMs: number;
 }
 
 class Forbidden extends Error {
@@ -33,11 +35,13 @@ class Forbidden extends Error {
 
 export function createHttpsApi(o: HttpsApiOptions) {
   const app = Fastify({
-    https: { ...o.tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+    https: { ...o.tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2', handshakeTimeout: o.handshakeTimeoutMs },
     loggerInstance: o.logger,
     logController: quietRequests(),
     bodyLimit: o.bodyLimit,
   });
+  // Node reports a handshake timeout or failure here without closing the socket (see listener.ts).
+  app.server.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
   installContentHandling(app);
 
   // One certificate parse per TLS connection, not per request.

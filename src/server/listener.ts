@@ -52,6 +52,9 @@ export class NgttListener {
     this.server.on('secureConnection', (socket) => this.onConnection(socket));
     this.server.on('tlsClientError', (err, socket) => {
       o.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, remote: socket.remoteAddress }, 'TLS handshake refused');
+      // Node only reports a handshake timeout (ERR_TLS_HANDSHAKE_TIMEOUT) here; it does not close
+      // the socket, so a client that never finishes its handshake would hold it for ever.
+      socket.destroy();
     });
   }
 

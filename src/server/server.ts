@@ -83,6 +83,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     return store.enqueueOrder(deviceId, parseSectionsStrict(sections));
   };
 
+  const idleTimeoutMs = options.idleTimeoutMs ?? 150_000;
   const listener = new NgttListener({
     tls: options.tls,
     host,
@@ -90,11 +91,11 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     store,
     registry,
     window,
-    idleTimeoutMs: options.idleTimeoutMs ?? 150_000,
+    idleTimeoutMs,
     maxFrameLength,
     logger: logger.child({ component: 'ngtt' }),
   });
-  const https = createHttpsApi({ tls: options.tls, store, registry, logger: logger.child({ component: 'https' }), bodyLimit: maxFrameLength });
+  const https = createHttpsApi({ tls: options.tls, store, registry, logger: logger.child({ component: 'https' }), bodyLimit: maxFrameLength, handshakeTimeoutMs: Math.min(idleTimeoutMs, 120_000) });
   const admin =
     adminPort === null
       ? null

@@ -2,7 +2,7 @@
  * The Store for an in-process backend (memory or SQLite): the order-source bookkeeping, upload
  * encoding and config defaults live here once; a backend only provides synchronous tables.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { decode, encode } from '../../minijson/index.js';
 import type { LogRecord, PathpointDeclaration, PathpointSeries, Section } from '../../protocol/index.js';
 import {
@@ -26,6 +26,8 @@ import {
 export interface UploadRow {
   receivedAt: number;
   payload: Uint8Array;
+  /** Data rows: SHA-256 of the payload, the batch's identity for deduplication. */
+  digest?: Uint8Array;
 }
 
 /** What a backend provides. Each call is atomic; `insertUploads` stores all rows or none. */
@@ -41,6 +43,11 @@ export interface Tables {
   takeAllQueued(deviceId: string, at: number): OrderRecord[];
   listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[];
   getOrder(orderId: string): OrderRecord | null;
+  /**
+   * Stores the rows. A data row whose digest this device already has stored (earlier, or
+   * earlier in `data`) is skipped: it is a batch the device sent again because the
+   * confirmation was lost (see docs/reliability.md).
+   */
   insertUploads(deviceId: string, data: UploadRow[], logs: UploadRow[]): void;
   /** Newest first. */
   dataRows(deviceId: string): Iterable<UploadRow>;
@@ -131,7 +138,10 @@ export class LocalStore implements Store {
 
   async ingest(deviceId: string, uploads: Uploads): Promise<void> {
     const receivedAt = Date.now();
-    const data = (uploads.data ?? []).map((b) => ({ receivedAt, payload: b.encoded ?? encode(b.series) }));
+    const data = (uploads.data ?? []).map((b) => {
+      const payload = b.encoded ?? encode(b.series);
+      return { receivedAt, payload, digest: createHash('sha256').update(payload).digest() };
+    });
     const logs = (uploads.logs ?? []).map((records) => ({ receivedAt, payload: encode(records) }));
     if (data.length || logs.length) this.tables.insertUploads(deviceId, data, logs);
   }

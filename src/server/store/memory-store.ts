@@ -15,6 +15,8 @@ class MemoryTables implements Tables {
   private readonly byDevice = new Map<string, Entry[]>();
   private readonly data = new Map<string, UploadRow[]>();
   private readonly logs = new Map<string, UploadRow[]>();
+  /** deviceId → hex digests of the data batches stored. */
+  private readonly digests = new Map<string, Set<string>>();
   private readonly devices = new Map<string, { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] }>();
 
   insertOrder(order: OrderRecord): void {
@@ -63,7 +65,16 @@ class MemoryTables implements Tables {
 
   insertUploads(deviceId: string, data: UploadRow[], logs: UploadRow[]): void {
     // Copies: the payload may be a view of a socket chunk that is reused.
-    listFor(this.data, deviceId).push(...data.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
+    let seen = this.digests.get(deviceId);
+    if (!seen) this.digests.set(deviceId, (seen = new Set()));
+    const fresh = data.filter((r) => {
+      if (!r.digest) return true;
+      const key = Buffer.from(r.digest).toString('hex');
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+    listFor(this.data, deviceId).push(...fresh.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
     listFor(this.logs, deviceId).push(...logs.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
   }
 

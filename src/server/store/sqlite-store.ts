@@ -43,6 +43,12 @@ CREATE TABLE IF NOT EXISTS data_batches (
   payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS data_by_device ON data_batches (device_id, seq);
+-- The SHA-256 of every data batch stored: a batch sent again after a lost CONFIRM is not stored twice.
+CREATE TABLE IF NOT EXISTS data_digests (
+  device_id TEXT NOT NULL,
+  digest BLOB NOT NULL,
+  PRIMARY KEY (device_id, digest)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_batches (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   device_id TEXT NOT NULL,
@@ -114,6 +120,7 @@ class SqliteTables implements Tables {
         `SELECT * FROM (SELECT * FROM orders WHERE device_id = ? AND state = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
       ),
       getOrder: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE id = ?`),
+      insertDigest: db.prepare(`INSERT OR IGNORE INTO data_digests (device_id, digest) VALUES (?, ?)`),
       insertData: db.prepare(`INSERT INTO data_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
       insertLogs: db.prepare(`INSERT INTO log_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
       dataRows: db.prepare<[string], { receivedAt: number; payload: Buffer }>(
@@ -130,7 +137,10 @@ class SqliteTables implements Tables {
     };
     const s = this.stmt;
     this.insertUploads = db.transaction((deviceId: string, data: UploadRow[], logs: UploadRow[]) => {
-      for (const r of data) s.insertData.run(deviceId, r.receivedAt, r.payload);
+      for (const r of data) {
+        if (r.digest && s.insertDigest.run(deviceId, r.digest).changes === 0) continue; // stored before
+        s.insertData.run(deviceId, r.receivedAt, r.payload);
+      }
       for (const r of logs) s.insertLogs.run(deviceId, r.receivedAt, r.payload);
     });
     this.takeAllQueued = db.transaction((deviceId: string, at: number) => {
