@@ -1,7 +1,7 @@
 /**
  * The device fleet of bench/fleet.ts, as a child process: N light NGTT devices (raw frames, no
  * NgttDevice) on mutual TLS, opened at a bounded rate; each sends FETCH_ORDERS, PINGs every
- * `pingMs`, and confirms each ORDER at once, noting when it arrived (CLOCK_MONOTONIC).
+ * `pingMs` (at most 64 handshakes pending at once), and confirms each ORDER at once, noting when it arrived (CLOCK_MONOTONIC).
  *
  * NGTT identifies a device by its certificate, so each needs its own. Issuing 10 000 through
  * @peculiar/x509 takes minutes, so one device certificate is made the normal way and the others
@@ -117,13 +117,26 @@ async function start(m: Extract<FleetRequest, { type: 'start' }>) {
   let firstError: string | undefined;
   const handshakes: number[] = [];
   const pending: Promise<void>[] = [];
+  // At most this many handshakes at once: beyond what the server completes, an open-loop rate
+  // only overflows its accept backlog (connections reset).
+  const MAX_PENDING = 64;
+  let inFlight = 0;
+  let slot: (() => void) | null = null;
   for (let i = 0; i < m.count; i++) {
+    while (inFlight >= MAX_PENDING) await new Promise<void>((r) => (slot = r));
     // bounded rate: device i starts at t1 + i / rate
     const due = t1 + (i * 1000) / m.ratePerSecond;
     const wait = due - now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    inFlight++;
+    const done = () => {
+      inFlight--;
+      const s = slot;
+      slot = null;
+      s?.();
+    };
     pending.push(
-      open(i).then(
+      open(i).finally(done).then(
         (ms) => void handshakes.push(ms),
         (e: Error) => {
           failed++;
