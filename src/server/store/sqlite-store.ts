@@ -148,12 +148,26 @@ class SqliteTables implements Tables {
       s.markDelivered.run(at, deviceId);
       return rows.map((r) => ({ ...toRecord(r), state: 'delivered' as const, settledAt: at, deliveries: r.deliveries + 1 }));
     });
-    this.takeNextQueued = db.transaction((deviceId: string) => {
+    const take = db.transaction((deviceId: string) => {
       const row = s.nextQueued.get(deviceId);
       if (!row) return null;
       s.markInFlight.run(row.id);
       return { ...toRecord(row), state: 'in-flight' as const, deliveries: row.deliveries + 1 };
     });
+    // Marking an order in flight needs no fsync: every open puts in-flight orders back in the
+    // queue (above), so losing this commit to a power cut only means a redelivery, which the
+    // device recognises. It saves one of the three fsyncs an order costs (bench/results).
+    const full = (options.synchronous ?? 'FULL') === 'FULL';
+    this.takeNextQueued = full
+      ? (deviceId: string) => {
+          db.pragma('synchronous = NORMAL');
+          try {
+            return take(deviceId);
+          } finally {
+            db.pragma('synchronous = FULL');
+          }
+        }
+      : take;
   }
 
   insertOrder(order: OrderRecord): void {
