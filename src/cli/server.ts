@@ -20,6 +20,7 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
                       then hold this gateway's order history, device config and sink data
   --amqp-url URL      RabbitMQ for --store rabbitmq (default amqp://guest:guest@127.0.0.1:5672)
   --amqp-prefix P     name prefix of the queues and exchanges (default ngtt); same on every gateway
+  --amqp-connections N  AMQP connections for device order sources, one per 2 000 devices (default 1)
   --order-queues T    quorum (default) or classic per-device order queues
   --sink              also consume the broker's data, logs and order history into the local
                       store (run it on exactly one process of the fleet)
@@ -51,6 +52,7 @@ export async function runServer(argv: string[]): Promise<number> {
       'amqp-url': { type: 'string' },
       'amqp-prefix': { type: 'string' },
       'order-queues': { type: 'string' },
+      'amqp-connections': { type: 'string' },
       sink: { type: 'boolean' },
       host: { type: 'string' },
       port: { type: 'string' },
@@ -70,9 +72,10 @@ export async function runServer(argv: string[]): Promise<number> {
     const storeKind = v.store ?? 'sqlite';
     if (storeKind !== 'sqlite' && storeKind !== 'rabbitmq') throw new UserError(`--store must be sqlite or rabbitmq, not ${JSON.stringify(storeKind)}`, EXIT_USAGE);
     const rabbit = storeKind === 'rabbitmq';
-    if (!rabbit && (v['amqp-url'] || v['amqp-prefix'] || v['order-queues'] || v.sink)) {
-      throw new UserError('--amqp-url, --amqp-prefix, --order-queues and --sink need --store rabbitmq', EXIT_USAGE);
+    if (!rabbit && (v['amqp-url'] || v['amqp-prefix'] || v['order-queues'] || v['amqp-connections'] || v.sink)) {
+      throw new UserError('--amqp-url, --amqp-prefix, --amqp-connections, --order-queues and --sink need --store rabbitmq', EXIT_USAGE);
     }
+    const orderConnections = integerOption(v['amqp-connections'], 'amqp-connections', 1, 1, 64);
     const orderQueueType = v['order-queues'] ?? 'quorum';
     if (orderQueueType !== 'quorum' && orderQueueType !== 'classic') throw new UserError(`--order-queues must be quorum or classic, not ${JSON.stringify(orderQueueType)}`, EXIT_USAGE);
     const amqpUrl = v['amqp-url'] ?? process.env.NGTT_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -114,6 +117,7 @@ export async function runServer(argv: string[]): Promise<number> {
           url: amqpUrl,
           prefix: v['amqp-prefix'] ?? 'ngtt',
           orderQueueType,
+          orderConnections,
           sink: v.sink ?? false,
           local,
           connectionName: `ngtt-gateway-${process.pid}`,

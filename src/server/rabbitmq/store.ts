@@ -23,7 +23,7 @@
  *   - device config and pathpoint declarations: `local` only, i.e. per gateway.
  * A broker-held order that this store has not seen an event for is shown as 'queued' until settled.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { decode, encode } from '../../minijson/index.js';
 import { parseSections, PayloadError, type PathpointDeclaration, type Section } from '../../protocol/index.js';
@@ -42,9 +42,9 @@ import type {
   Uploads,
 } from '../store/types.js';
 import { ManagedChannel } from './channel.js';
-import type { BrokerConnectionOptions, Logger } from './connection.js';
+import { BrokerConnection, type BrokerConnectionOptions, type Logger } from './connection.js';
 import { openRabbitBackbone, type RabbitBackbone } from './index.js';
-import { UnknownOrderError, type OrderDelivery, type OrderSource as BrokerSource } from './order-queue.js';
+import { OrderQueues, UnknownOrderError, type OrderDelivery, type OrderSource as BrokerSource } from './order-queue.js';
 import { Sink } from './sink.js';
 import { checkDeviceId, HEADER_DEVICE, HEADER_OUTCOME, HEADER_REASON, type TopologyOptions } from './topology.js';
 
@@ -57,6 +57,12 @@ export interface RabbitStoreOptions extends BrokerConnectionOptions, TopologyOpt
    * shared out among competing sinks). Default false.
    */
   sink?: boolean;
+  /**
+   * AMQP connections for the devices' order sources (one channel per connected device; RabbitMQ
+   * allows 2047 channels per connection by default): ⌈devices per gateway / 2 000⌉. Each source
+   * goes to the connection with the fewest. Default 1.
+   */
+  orderConnections?: number;
   /** Most messages one HTTPS poll takes from a device's queue. Default 1000. */
   pollLimit?: number;
   logger?: Logger;
@@ -66,6 +72,8 @@ const RANK_TERMINAL = new Set<string>(['confirmed', 'rejected', 'delivered']);
 
 export class RabbitStore implements Store {
   private readonly sources = new Map<string, BrokerOrderSource>();
+  /** Where order sources are opened; the first is the backbone's own. */
+  private readonly pool: { orders: OrderQueues; open: number; conn: BrokerConnection }[] = [];
   private readonly seenUploads = new RecentIds(10_000);
   private sink: Sink | null = null;
   private history: ManagedChannel | null = null;
@@ -75,12 +83,20 @@ export class RabbitStore implements Store {
     readonly backbone: RabbitBackbone,
     readonly local: LocalStore,
     private readonly opts: RabbitStoreOptions,
-  ) {}
+  ) {
+    this.pool.push({ orders: backbone.orders, open: 0, conn: backbone.connection });
+  }
 
   static async open(opts: RabbitStoreOptions): Promise<RabbitStore> {
     const backbone = await openRabbitBackbone({ ...opts, audit: 'all' });
     const store = new RabbitStore(backbone, opts.local, opts);
     try {
+      const extra = Math.max(1, Math.floor(opts.orderConnections ?? 1)) - 1;
+      for (let i = 1; i <= extra; i++) {
+        const conn = await BrokerConnection.open({ ...opts, connectionName: `${opts.connectionName ?? 'ngtt'}-orders-${i}` });
+        const orders = new OrderQueues(conn, { topology: backbone.topology, publisher: backbone.publisher, audit: 'all' });
+        store.pool.push({ orders, open: 0, conn });
+      }
       await store.startHistory();
       if (opts.sink) {
         store.sink = await Sink.start(
@@ -117,8 +133,17 @@ export class RabbitStore implements Store {
   async openOrderSource(deviceId: string, options: { prefetch: number }): Promise<OrderSource> {
     checkId(deviceId);
     await this.sources.get(deviceId)?.close();
-    const inner = await this.backbone.orders.openOrderSource(deviceId, { window: options.prefetch });
+    const slot = this.pool.reduce((best, p) => (p.open < best.open ? p : best));
+    slot.open++;
+    let inner: BrokerSource;
+    try {
+      inner = await slot.orders.openOrderSource(deviceId, { window: options.prefetch });
+    } catch (err) {
+      slot.open--;
+      throw err;
+    }
     const source = new BrokerOrderSource(inner, deviceId, this.local, (s) => {
+      slot.open--;
       if (this.sources.get(deviceId) === s) this.sources.delete(deviceId);
     });
     this.sources.set(deviceId, source);
@@ -186,7 +211,9 @@ export class RabbitStore implements Store {
     for (const records of uploads.logs ?? []) {
       publisher.publishLogs(deviceId, records).catch((err: unknown) => this.backbone.connection.logger.warn({ err, deviceId }, 'logs publish failed (dropped)'));
     }
-    await Promise.all((uploads.data ?? []).map((batch) => publisher.publishPathpoints(deviceId, batch.series)));
+    // A deterministic message id: a batch the device resends (its confirm was lost) carries the
+    // same id, so the sink stores it once.
+    await Promise.all((uploads.data ?? []).map((batch) => publisher.publishPathpoints(deviceId, batch.series, { messageId: uploadId(deviceId, batch.encoded ?? encode(batch.series)) })));
   }
 
   readData(deviceId: string, options?: ListOptions & { path?: string }): Promise<StoredSeries[]> {
@@ -219,6 +246,7 @@ export class RabbitStore implements Store {
       for (const s of [...this.sources.values()]) await s.close().catch(() => {});
       await this.sink?.close().catch(() => {});
       await this.history?.close().catch(() => {});
+      for (const p of this.pool.slice(1)) await p.conn.close().catch(() => {});
       await this.backbone.close().catch(() => {});
       await this.local.close();
     })());
@@ -381,6 +409,10 @@ function toRecord(deviceId: string, msg: { content: Buffer; properties: { messag
   } catch {
     return null;
   }
+}
+
+function uploadId(deviceId: string, payload: Uint8Array): string {
+  return createHash('sha256').update(deviceId).update('\0').update(payload).digest('hex').slice(0, 32);
 }
 
 class RecentIds {

@@ -21,8 +21,8 @@ if (!(await brokerReachable())) {
     await cleanup(topology({ prefix }), devices);
   });
 
-  const gateway = async (t: Tap, sink = false): Promise<{ server: TestServer; store: RabbitStore }> => {
-    const store = await openRabbitStore({ url: BROKER_URL, prefix, local: createMemoryStore(), sink, connectionName: `${prefix}-gw`, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+  const gateway = async (t: Tap, sink = false, orderConnections = 1): Promise<{ server: TestServer; store: RabbitStore }> => {
+    const store = await openRabbitStore({ url: BROKER_URL, prefix, local: createMemoryStore(), sink, orderConnections, connectionName: `${prefix}-gw`, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
     stores.push(store);
     const server = await startTestServer(pki, { store });
     t.teardown(async () => {
@@ -86,6 +86,35 @@ if (!(await brokerReachable())) {
     await waitFor(async () => (await a.store.readData(dev)).length === 5, 'the sink on A to store the 5 batches');
     t.same((await a.store.readData(dev)).map((s) => s.values[0][0]).sort(), [1, 2, 3, 4, 5]);
     await waitFor(async () => (await a.store.readLogs(dev)).length === 1, 'the log record too');
+    // A resend of the same batch (its confirm was lost) is confirmed again but stored once.
+    device.send(6, FrameType.DATA_STREAM, [{ path: 'W1', values: [[1, 10]] }]);
+    device.send(7, FrameType.DATA_STREAM, [{ path: 'W1', values: [[7, 70]] }]);
+    await device.takeType(FrameType.DATA_STREAM_CONFIRM, 6);
+    await device.takeType(FrameType.DATA_STREAM_CONFIRM, 7);
+    await waitFor(async () => (await a.store.readData(dev)).length === 6, 'the 7th batch');
+    await new Promise((r) => setTimeout(r, 300));
+    t.same((await a.store.readData(dev)).map((s) => s.values[0][0]).sort(), [1, 2, 3, 4, 5, 7], 'the resent batch once');
     t.same(await b.store.readData(dev), [], 'B runs no sink');
+  });
+
+  t.test('order sources spread over orderConnections', async (t) => {
+    const g = await gateway(t, false, 2);
+    const pool = (g.store as unknown as { pool: { open: number }[] }).pool;
+    const devs = ['dev-p1', 'dev-p2', 'dev-p3'];
+    for (const dev of devs) {
+      devices.add(dev);
+      await g.server.enqueueOrder(dev, order(1));
+    }
+    const conns = [];
+    for (const dev of devs) {
+      const d = await g.server.connect(dev);
+      t.teardown(() => d.destroy());
+      d.send(0, FrameType.FETCH_ORDERS);
+      await d.takeOrder();
+      conns.push(d);
+    }
+    t.same(pool.map((p) => p.open), [2, 1], 'least-loaded connection first');
+    await conns[0].destroy();
+    await waitFor(() => pool[0].open + pool[1].open === 2, 'the closed source to be counted off');
   });
 }
