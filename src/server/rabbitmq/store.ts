@@ -77,6 +77,8 @@ export class RabbitStore implements Store {
   private readonly seenUploads = new RecentIds(10_000);
   private sink: Sink | null = null;
   private history: ManagedChannel | null = null;
+  /** Identifies this store on `<prefix>.control`. */
+  readonly gatewayId = randomUUID();
   private closing: Promise<void> | null = null;
 
   private constructor(
@@ -133,6 +135,9 @@ export class RabbitStore implements Store {
   async openOrderSource(deviceId: string, options: { prefetch: number }): Promise<OrderSource> {
     checkId(deviceId);
     await this.sources.get(deviceId)?.close();
+    // Another gateway may still hold a stale connection of this device (it has not noticed the
+    // drop yet): tell it to let go, so the queue's single active consumer passes to us now.
+    await this.publishControl({ type: 'connected', deviceId, gateway: this.gatewayId });
     const slot = this.pool.reduce((best, p) => (p.open < best.open ? p : best));
     slot.open++;
     let inner: BrokerSource;
@@ -270,6 +275,34 @@ export class RabbitStore implements Store {
     }
   }
 
+  private get controlExchange(): string {
+    return `${this.topology.prefix}.control`;
+  }
+
+  private async publishControl(message: { type: 'connected'; deviceId: string; gateway: string }): Promise<void> {
+    try {
+      await this.backbone.publisher.publish(this.controlExchange, '', encode(message), { mandatory: false, persistent: false });
+    } catch (err) {
+      // Only a speed-up: without it the stale session ends at its idle timeout.
+      this.backbone.connection.logger.warn({ err, deviceId: message.deviceId }, 'control publish failed');
+    }
+  }
+
+  private onControl(msg: ConsumeMessage): void {
+    let m: { type?: unknown; deviceId?: unknown; gateway?: unknown };
+    try {
+      m = decode(msg.content) as typeof m;
+    } catch {
+      return;
+    }
+    if (m?.type !== 'connected' || typeof m.deviceId !== 'string' || m.gateway === this.gatewayId) return;
+    const source = this.sources.get(m.deviceId);
+    if (source) {
+      this.backbone.connection.logger.info({ deviceId: m.deviceId, gateway: m.gateway }, 'device connected at another gateway: releasing it here');
+      source.revoke();
+    }
+  }
+
   /** Feeds `local`'s order history from `<prefix>.orders.settled` (see the file comment). */
   private async startHistory(): Promise<void> {
     const t = this.topology;
@@ -284,6 +317,11 @@ export class RabbitStore implements Store {
           await ch.bindQueue(queue, t.settledExchange, '#');
         }
         await ch.prefetch(256, false);
+        // Take-over notices (any gateway → every gateway): own exclusive queue on a fanout.
+        await ch.assertExchange(this.controlExchange, 'fanout', { durable: true });
+        const control = (await ch.assertQueue(`${t.prefix}.control.${this.gatewayId.slice(0, 8)}`, { exclusive: true, autoDelete: true, durable: false })).queue;
+        await ch.bindQueue(control, this.controlExchange, '');
+        await ch.consume(control, (msg) => msg && this.onControl(msg), { noAck: true });
         await ch.consume(queue, (msg) => {
           if (!msg) return void ch.close().catch(() => {});
           this.applyEvent(msg).then(
@@ -330,6 +368,8 @@ class BrokerOrderSource implements OrderSource {
   private readonly handedOut = new Set<string>();
   private listener: (() => void) | null = null;
   private closed = false;
+  private revoked = false;
+  private revokedListener: ((reason: Error) => void) | null = null;
 
   constructor(
     private readonly inner: BrokerSource,
@@ -343,8 +383,23 @@ class BrokerOrderSource implements OrderSource {
     });
   }
 
+  /**
+   * The device connected at another gateway: the session is told to close its connection (which
+   * closes this source and hands the unsettled orders over). Closed after 1 s regardless.
+   */
+  revoke(): void {
+    if (this.closed || this.revoked) return;
+    this.revoked = true;
+    this.revokedListener?.(new Error(`device ${this.deviceId} connected at another gateway`));
+    setTimeout(() => void this.close().catch(() => {}), 1_000).unref();
+  }
+
+  onRevoked(listener: (reason: Error) => void): void {
+    this.revokedListener = listener;
+  }
+
   async next(): Promise<OrderRecord | null> {
-    if (this.closed) return null;
+    if (this.closed || this.revoked) return null;
     const o = this.ready.shift();
     if (!o) return null;
     this.handedOut.add(o.id);
@@ -383,6 +438,7 @@ class BrokerOrderSource implements OrderSource {
     if (this.closed) return;
     this.closed = true;
     this.listener = null;
+    this.revokedListener = null;
     this.ready.length = 0;
     this.handedOut.clear();
     this.detach(this);
