@@ -22,6 +22,11 @@
  *     (`sink: true`): it consumes `<prefix>.pathpoints` and `<prefix>.logs` into `local`.
  *   - device config and pathpoint declarations: `local` only, i.e. per gateway.
  * A broker-held order that this store has not seen an event for is shown as 'queued' until settled.
+ *
+ * Take-over: opening a device's source announces "device X connected at gateway G" on the
+ * `<prefix>.control` fanout; a gateway still holding a source for X revokes it (OrderSource
+ * onRevoked → the session closes that connection), so the single active consumer passes to G
+ * at once instead of after the old connection's idle timeout.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { Channel, ConsumeMessage } from 'amqplib';
