@@ -84,5 +84,6 @@ for (const id of ids) {
 }
 const ch = await conn.createChannel();
 await deleteSharedTopology(ch, topo).catch(() => {});
+await ch.deleteExchange(`${prefix}.control`).catch(() => {});
 await conn.close();
 await rm(dir, { recursive: true, force: true });
