@@ -1,7 +1,10 @@
-/** `ngtt server`: the reference server with a dev PKI folder (or explicit PEM files) and SQLite. */
+/** `ngtt server`: the reference server with a dev PKI folder (or explicit PEM files) and SQLite or RabbitMQ. */
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { loadDevPki } from '../pki/index.js';
 import { startServer, type ServerOptions } from '../server/index.js';
+import { openRabbitStore } from '../server/rabbitmq/store.js';
+import { createMemoryStore, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
 const HELP = `Usage: ngtt server [options]
@@ -12,6 +15,15 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
   --ca, --cert, --key FILE   PEM files instead of --pki (all three)
   --data DIR          folder of the SQLite store (default ./data)
   --memory            keep everything in memory instead (lost on exit)
+  --store KIND        sqlite (default; --data or --memory) or rabbitmq: a gateway of a fleet,
+                      orders and uploads on the broker (docs/rabbitmq.md); --data / --memory
+                      then hold this gateway's order history, device config and sink data
+  --amqp-url URL      RabbitMQ for --store rabbitmq (default amqp://guest:guest@127.0.0.1:5672)
+  --amqp-prefix P     name prefix of the queues and exchanges (default ngtt); same on every gateway
+  --amqp-connections N  AMQP connections for device order sources, one per 2 000 devices (default 1)
+  --order-queues T    quorum (default) or classic per-device order queues
+  --sink              also consume the broker's data, logs and order history into the local
+                      store (run it on exactly one process of the fleet)
   --host ADDR         address of the device ports (default 127.0.0.1)
   --port N            NGTT port (default 2405)
   --https-port N      HTTPS device API port (default 8443)
@@ -21,7 +33,8 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
   --idle-timeout S    seconds of device silence before disconnecting (default 150)
   --max-frame BYTES   largest frame / HTTP body accepted (default 16 MiB)
 
-Environment: NGTT_ADMIN_TOKEN (bearer token for the admin API), NGTT_LOG_LEVEL (default info).
+Environment: NGTT_AMQP_URL (instead of --amqp-url, keeps the password off the command line),
+NGTT_ADMIN_TOKEN (bearer token for the admin API), NGTT_LOG_LEVEL (default info).
 Stops cleanly on SIGINT / SIGTERM (unsettled orders go back to the queue).`;
 
 
@@ -35,6 +48,12 @@ export async function runServer(argv: string[]): Promise<number> {
       key: { type: 'string' },
       data: { type: 'string' },
       memory: { type: 'boolean' },
+      store: { type: 'string' },
+      'amqp-url': { type: 'string' },
+      'amqp-prefix': { type: 'string' },
+      'order-queues': { type: 'string' },
+      'amqp-connections': { type: 'string' },
+      sink: { type: 'boolean' },
       host: { type: 'string' },
       port: { type: 'string' },
       'https-port': { type: 'string' },
@@ -50,6 +69,23 @@ export async function runServer(argv: string[]): Promise<number> {
     }
     if (positionals.length) throw new UserError(`unexpected argument ${JSON.stringify(positionals[0])}`, EXIT_USAGE);
     if (v.memory && v.data) throw new UserError('--memory and --data exclude each other', EXIT_USAGE);
+    const storeKind = v.store ?? 'sqlite';
+    if (storeKind !== 'sqlite' && storeKind !== 'rabbitmq') throw new UserError(`--store must be sqlite or rabbitmq, not ${JSON.stringify(storeKind)}`, EXIT_USAGE);
+    const rabbit = storeKind === 'rabbitmq';
+    if (!rabbit && (v['amqp-url'] || v['amqp-prefix'] || v['order-queues'] || v['amqp-connections'] || v.sink)) {
+      throw new UserError('--amqp-url, --amqp-prefix, --amqp-connections, --order-queues and --sink need --store rabbitmq', EXIT_USAGE);
+    }
+    const orderConnections = integerOption(v['amqp-connections'], 'amqp-connections', 1, 1, 64);
+    const orderQueueType = v['order-queues'] ?? 'quorum';
+    if (orderQueueType !== 'quorum' && orderQueueType !== 'classic') throw new UserError(`--order-queues must be quorum or classic, not ${JSON.stringify(orderQueueType)}`, EXIT_USAGE);
+    const amqpUrl = v['amqp-url'] ?? process.env.NGTT_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+    if (rabbit) {
+      try {
+        if (!/^amqps?:$/.test(new URL(amqpUrl).protocol)) throw new Error('not amqp');
+      } catch {
+        throw new UserError('--amqp-url must be an amqp:// or amqps:// URL', EXIT_USAGE);
+      }
+    }
 
     // Every option is checked before anything is read or opened.
     const port = (name: string, value: string | undefined, fallback: number) => integerOption(value, name, fallback, 0, 65535);
@@ -71,17 +107,47 @@ export async function runServer(argv: string[]): Promise<number> {
       const pki = await loadDevPki(v.pki ?? 'pki');
       tls = { ca: pki.ca.cert, ...pki.server };
     }
-    const server = await startServer({
+    const dataDir = v.memory ? undefined : (v.data ?? 'data');
+    const logger = pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
+    let store: Store | undefined;
+    if (rabbit) {
+      const local = dataDir ? openSqliteStore(join(dataDir, 'ngtt.db')) : createMemoryStore();
+      try {
+        store = await openRabbitStore({
+          url: amqpUrl,
+          prefix: v['amqp-prefix'] ?? 'ngtt',
+          orderQueueType,
+          orderConnections,
+          sink: v.sink ?? false,
+          local,
+          connectionName: `ngtt-gateway-${process.pid}`,
+          logger: logger.child({ component: 'rabbitmq' }),
+        });
+      } catch (e) {
+        await local.close();
+        throw new UserError(`cannot use RabbitMQ at ${redact(amqpUrl)}: ${(e as Error).message}`);
+      }
+    }
+    let server;
+    try {
+      server = await startServer({
       tls,
-      dataDir: v.memory ? undefined : (v.data ?? 'data'),
+      store,
+      logger,
+      dataDir,
       host: v.host,
       adminHost: v['admin-host'],
       adminToken: process.env.NGTT_ADMIN_TOKEN || undefined,
       ...numbers,
-    });
+      });
+    } catch (e) {
+      await store?.close();
+      throw e;
+    }
+    const where = v.memory ? ' (in-memory store)' : `, data in ${join(v.data ?? 'data', 'ngtt.db')}`;
     console.error(
       `ngtt server: NGTT on ${v.host ?? '127.0.0.1'}:${server.ngttPort}, HTTPS on :${server.httpsPort}, admin on ${v['admin-host'] ?? '127.0.0.1'}:${server.adminPort}` +
-        (v.memory ? ' (in-memory store)' : `, data in ${join(v.data ?? 'data', 'ngtt.db')}`),
+        (rabbit ? `, orders on RabbitMQ ${redact(amqpUrl)} prefix ${v['amqp-prefix'] ?? 'ngtt'}${v.sink ? ' with sink' : ''}${where.replace(', data in', '; local')}` : where),
     );
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
@@ -89,6 +155,18 @@ export async function runServer(argv: string[]): Promise<number> {
       process.once('SIGTERM', stop);
     });
     await server.close();
+    await store?.close();
     return 0;
   });
+}
+
+/** The URL without its password, for messages. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid URL)';
+  }
 }

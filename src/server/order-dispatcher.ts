@@ -30,6 +30,7 @@ export class OrderDispatcher {
 
   constructor(private readonly o: OrderDispatcherOptions) {
     o.source.onAvailable(() => this.kick());
+    o.source.onRevoked?.((reason) => o.onFailure(reason));
   }
 
   get unacknowledgedCount(): number {

@@ -87,6 +87,7 @@ export async function cleanup(topo: Topology, devices: Iterable<string>): Promis
   try {
     for (const d of devices) await withCh(conn, (ch) => ch.deleteQueue(topo.ordersQueue(d)));
     await withCh(conn, (ch) => deleteSharedTopology(ch, topo)).catch(() => {});
+    await withCh(conn, (ch) => ch.deleteExchange(`${topo.prefix}.control`)).catch(() => {});
   } finally {
     await conn.close().catch(() => {});
   }

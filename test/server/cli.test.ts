@@ -60,4 +60,8 @@ t.test('ngtt server: user mistakes are one line', async (t) => {
   t.match(await run(runServer, '--pki', join(dir, 'absent')), { code: 1, err: /does not exist/ });
   t.match(await run(runServer, '--ca', 'x'), { code: 2, err: /go together/ });
   t.match(await run(runServer, '--port', 'http'), { code: 2, err: /--port must be/ });
+  t.match(await run(runServer, '--store', 'redis'), { code: 2, err: /--store must be sqlite or rabbitmq/ });
+  t.match(await run(runServer, '--sink'), { code: 2, err: /need --store rabbitmq/ });
+  t.match(await run(runServer, '--store', 'rabbitmq', '--amqp-url', 'http://x'), { code: 2, err: /amqp:\/\/ or amqps:\/\// });
+  t.match(await run(runServer, '--store', 'rabbitmq', '--order-queues', 'lazy'), { code: 2, err: /--order-queues must be/ });
 });

@@ -2,14 +2,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { createMemoryStore, openSqliteStore, type Store } from '../../src/server/store/index.js';
+import { createMemoryStore, openSqliteStore, type LocalStore } from '../../src/server/store/index.js';
 
 const section = (path: string) => [{ orders: [{ type: 'read' as const, path }], disposition: 0 as const }];
 
 const tmp = await mkdtemp(join(tmpdir(), 'ngtt-store-'));
 t.teardown(() => rm(tmp, { recursive: true, force: true }));
 let n = 0;
-const kinds: [string, () => Store][] = [
+const kinds: [string, () => LocalStore][] = [
   ['memory', createMemoryStore],
   ['sqlite', () => openSqliteStore(join(tmp, `s${++n}.db`))],
 ];
@@ -61,6 +61,22 @@ for (const [kind, make] of kinds) {
     t.equal((await again.next()), null);
     t.equal((await third.next())?.id, c!.id);
     await third.close();
+  });
+
+  t.test(`${kind}: recordOrder merges history from elsewhere (broker-backed stores)`, async (t) => {
+    const store = make();
+    t.teardown(() => store.close());
+    const base = { deviceId: 'dev', sections: section('R'), settledAt: null, reason: null, deliveries: 0 };
+    await store.recordOrder({ ...base, id: 'o1', state: 'confirmed', enqueuedAt: 200, settledAt: 300, deliveries: 1 });
+    await store.recordOrder({ ...base, id: 'o1', state: 'queued', enqueuedAt: 100 });
+    t.match(await store.getOrder('o1'), { state: 'confirmed', enqueuedAt: 100, settledAt: 300, deliveries: 1 }, 'a late "queued" does not undo the settle');
+    await store.recordOrder({ ...base, id: 'o2', state: 'queued', enqueuedAt: 100 });
+    await store.recordOrder({ ...base, id: 'o2', state: 'rejected', enqueuedAt: 150, settledAt: 160, reason: 'no', deliveries: 2 });
+    t.match(await store.getOrder('o2'), { state: 'rejected', enqueuedAt: 100, reason: 'no', deliveries: 2 });
+    t.same((await store.listOrders('dev')).map((o) => o.id), ['o1', 'o2']);
+    const source = await store.openOrderSource('dev', { prefetch: 4 });
+    t.equal(await source.next(), null, 'settled history is not handed out');
+    await source.close();
   });
 
   t.test(`${kind}: HTTP poll takes queued orders as delivered`, async (t) => {

@@ -55,3 +55,4 @@ export async function openRabbitBackbone(options: RabbitBackboneOptions = {}): P
     throw err;
   }
 }
+export * from './store.js';

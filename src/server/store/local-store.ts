@@ -33,6 +33,8 @@ export interface UploadRow {
 /** What a backend provides. Each call is atomic; `insertUploads` stores all rows or none. */
 export interface Tables {
   insertOrder(order: OrderRecord): void;
+  /** Inserts the order or replaces every field of the stored one (order history fed from outside). */
+  putOrder(order: OrderRecord): void;
   /** Oldest queued order of the device, switched to in-flight with deliveries + 1. */
   takeNextQueued(deviceId: string): OrderRecord | null;
   /** in-flight → outcome; false when the order is not in flight. */
@@ -134,6 +136,24 @@ export class LocalStore implements Store {
 
   async getOrder(orderId: string): Promise<OrderRecord | null> {
     return this.tables.getOrder(orderId);
+  }
+
+  /**
+   * Merges what is known about an order from elsewhere (a broker-backed store's audit trail) into
+   * the history: inserts it when unknown, never moves a settled order back to queued/in-flight
+   * (events from different gateways arrive in any order), keeps the earliest enqueue time.
+   */
+  async recordOrder(order: OrderRecord): Promise<void> {
+    const old = this.tables.getOrder(order.id);
+    if (!old) return this.tables.putOrder(order);
+    const rank = (s: OrderState) => (s === 'queued' ? 0 : s === 'in-flight' ? 1 : 2);
+    const newer = rank(order.state) > rank(old.state) || (rank(order.state) === rank(old.state) && rank(order.state) < 2);
+    this.tables.putOrder({
+      ...old,
+      ...(newer ? { state: order.state, settledAt: order.settledAt, reason: order.reason } : {}),
+      enqueuedAt: Math.min(old.enqueuedAt, order.enqueuedAt),
+      deliveries: Math.max(old.deliveries, order.deliveries),
+    });
   }
 
   async ingest(deviceId: string, uploads: Uploads): Promise<void> {

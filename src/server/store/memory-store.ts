@@ -25,6 +25,12 @@ class MemoryTables implements Tables {
     listFor(this.byDevice, order.deviceId).push(entry);
   }
 
+  putOrder(order: OrderRecord): void {
+    const entry = this.orders.get(order.id);
+    if (entry) entry.order = structuredClone(order);
+    else this.insertOrder(order);
+  }
+
   takeNextQueued(deviceId: string): OrderRecord | null {
     const entry = this.byDevice.get(deviceId)?.find((e) => e.order.state === 'queued');
     if (!entry) return null;

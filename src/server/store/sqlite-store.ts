@@ -105,6 +105,12 @@ class SqliteTables implements Tables {
       insertOrder: db.prepare(
         `INSERT INTO orders (id, device_id, sections, state, enqueued_at, deliveries) VALUES (@id, @deviceId, @sections, 'queued', @enqueuedAt, 0)`,
       ),
+      putOrder: db.prepare(
+        `INSERT INTO orders (id, device_id, sections, state, enqueued_at, settled_at, reason, deliveries)
+         VALUES (@id, @deviceId, @sections, @state, @enqueuedAt, @settledAt, @reason, @deliveries)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, enqueued_at = excluded.enqueued_at,
+           settled_at = excluded.settled_at, reason = excluded.reason, deliveries = excluded.deliveries`,
+      ),
       nextQueued: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE device_id = ? AND state = 'queued' ORDER BY seq LIMIT 1`),
       markInFlight: db.prepare(`UPDATE orders SET state = 'in-flight', deliveries = deliveries + 1 WHERE id = ?`),
       settle: db.prepare(`UPDATE orders SET state = ?, reason = ?, settled_at = ? WHERE id = ? AND state = 'in-flight'`),
@@ -172,6 +178,11 @@ class SqliteTables implements Tables {
 
   insertOrder(order: OrderRecord): void {
     this.stmt.insertOrder.run({ id: order.id, deviceId: order.deviceId, sections: encode(order.sections), enqueuedAt: order.enqueuedAt });
+  }
+
+  putOrder(order: OrderRecord): void {
+    const { id, deviceId, state, enqueuedAt, settledAt, reason, deliveries } = order;
+    this.stmt.putOrder.run({ id, deviceId, sections: encode(order.sections), state, enqueuedAt, settledAt, reason, deliveries });
   }
 
   settle(orderId: string, outcome: Settlement, reason: string | null, at: number): boolean {

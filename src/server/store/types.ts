@@ -41,6 +41,11 @@ export interface OrderSource {
   onAvailable(listener: () => void): void;
   /** Puts every order still in flight back at the front of the queue; the source is then dead. */
   close(): Promise<void>;
+  /**
+   * Optional: called when the store takes the source away (a broker-backed store: the device
+   * connected at another gateway). The connection must then close (and close the source).
+   */
+  onRevoked?(listener: (reason: Error) => void): void;
 }
 
 /** A batch of pathpoint data as received; `encoded` is its MiniJSON, when the receiver has it. */
