@@ -84,6 +84,11 @@ export class DeviceSession implements LiveSession {
       write: (frame) => this.write(frame),
       waitForDrain: () => this.waitForDrain(),
       onFailure: (e) => this.fail('order source failed', e),
+      // A fleet routine, not a fault: the device's newer connection is on another gateway.
+      onRevoked: (reason) => {
+        this.log.info({ reason: reason.message }, 'device connected elsewhere; closing this connection');
+        void this.close('replaced by a connection on another gateway');
+      },
       counters: this.counters,
     });
     if (this.socket.destroyed) {

@@ -16,6 +16,8 @@ export interface OrderDispatcherOptions {
   waitForDrain(): Promise<void>;
   /** A store failure: the connection must go (its orders are requeued). */
   onFailure(error: unknown): void;
+  /** The source was taken away (the device connected elsewhere): the connection must go, routinely. */
+  onRevoked?(reason: Error): void;
   counters: DeviceCounters;
 }
 
@@ -30,7 +32,7 @@ export class OrderDispatcher {
 
   constructor(private readonly o: OrderDispatcherOptions) {
     o.source.onAvailable(() => this.kick());
-    o.source.onRevoked?.((reason) => o.onFailure(reason));
+    o.source.onRevoked?.((reason) => (o.onRevoked ?? o.onFailure)(reason));
   }
 
   get unacknowledgedCount(): number {
