@@ -109,7 +109,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     clearInterval(sampler);
     clearInterval(painter);
     await issuer.stop();
-    console.log('\nstopping: devices drain their work, then the server closes…');
+    console.log('\nstopping: devices drain their work, then the server closes… (Ctrl-C again to force)');
     await Promise.all(fleet.map((d) => d.device.close({ timeoutMs: 5000 }).catch((e) => console.error(`${d.device.status().deviceId}: ${(e as Error).message}`))));
     const final = view();
     console.log(renderSummary(final, await serverSummary(adminUrl)));
@@ -201,16 +201,21 @@ async function startInspector(port: number): Promise<{ inspect: NgttDeviceOption
   };
 }
 
-/** Resolves on Ctrl-C / SIGTERM, or after `seconds` (0: never). A second Ctrl-C exits at once. */
+/**
+ * Resolves on Ctrl-C / SIGTERM, or after `seconds` (0: never). A second Ctrl-C exits at once.
+ * One press arrives more than once: the terminal signals the whole process group and npm and
+ * tsx relay it too, so signals within a second of the first count as the same press.
+ */
 function untilStopped(seconds: number): Promise<void> {
   return new Promise((resolveStop) => {
-    let stopping = false;
+    let stoppedAt = 0;
     const stop = () => {
-      if (stopping) {
+      if (stoppedAt) {
+        if (Date.now() - stoppedAt < 1000) return;
         console.error('\nforced exit');
         process.exit(130);
       }
-      stopping = true;
+      stoppedAt = Date.now();
       resolveStop();
     };
     process.on('SIGINT', stop);
