@@ -27,11 +27,25 @@ export function parse<T extends ParseArgsConfig['options']>(argv: string[], opti
 const USER_ERROR_NAMES = new Set(['UserError', 'PkiFileError', 'IdentityError', 'PayloadError', 'ServerConfigError']);
 const USER_ERROR_CODES = new Set(['ENOENT', 'EACCES', 'EADDRINUSE', 'EADDRNOTAVAIL', 'ECONNREFUSED', 'EISDIR', 'ENOTDIR']);
 
+/** OpenSSL's complaints about key material, in words a user can act on. */
+const KEY_ERRORS: Record<string, string> = {
+  ERR_OSSL_BAD_DECRYPT: 'the private key is encrypted (or its password is wrong); NGTT reads unencrypted PEM keys: decrypt it with `openssl pkey -in KEY -out KEY.plain` and keep that file mode 0600',
+  ERR_OSSL_UNSUPPORTED: 'the private key or certificate is not a PEM file NGTT can read',
+  ERR_OSSL_X509_KEY_VALUES_MISMATCH: 'the private key does not belong to the certificate',
+};
+
+/** A key or certificate problem as a one-line UserError, or undefined when it is something else. */
+export function keyMaterialError(e: unknown): UserError | undefined {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code && KEY_ERRORS[code] ? new UserError(KEY_ERRORS[code]) : undefined;
+}
+
 /** Runs a command; a user mistake becomes one line on stderr and an exit code, anything else a bug report. */
 export async function runCommand(name: string, body: () => Promise<number>): Promise<number> {
   try {
     return await body();
-  } catch (e) {
+  } catch (thrown) {
+    const e = keyMaterialError(thrown) ?? thrown;
     const err = e as NodeJS.ErrnoException & { exitCode?: number };
     if (USER_ERROR_NAMES.has(err.name) || (err.code && USER_ERROR_CODES.has(err.code))) {
       console.error(`ngtt ${name}: ${err.message}`);

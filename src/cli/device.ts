@@ -5,7 +5,7 @@
 import { NgttConnection, type NgttOrder } from '../device/index.js';
 import { loadDevDevice, loadDevPki, readDeviceIdentity } from '../pki/index.js';
 import type { PathpointSeries } from '../protocol/index.js';
-import { EXIT_USAGE, integerOption, parse, readPem, runCommand, UserError } from './common.js';
+import { EXIT_USAGE, integerOption, keyMaterialError, parse, readPem, runCommand, UserError } from './common.js';
 
 const HELP = `Usage: ngtt device (--pki DIR --id DEVICE-ID | --ca FILE --cert FILE --key FILE) [options]
 
@@ -80,7 +80,7 @@ export async function runDevice(argv: string[]): Promise<number> {
     try {
       connection = await NgttConnection.connect({ host, port, servername: v.servername, ...tls, wantOrders: !v.once });
     } catch (e) {
-      throw new UserError(`cannot connect to ${host}:${port} as ${deviceId}: ${(e as Error).message}`);
+      throw keyMaterialError(e) ?? new UserError(`cannot connect to ${host}:${port} as ${deviceId}: ${(e as Error).message}`);
     }
     console.log(`connected to ${host}:${port} as ${deviceId}`);
     connection.on('disconnected', (err) => console.log(`disconnected${err ? `: ${err.message}` : ''}; reconnecting…`));

@@ -1,5 +1,7 @@
 /** `ngtt device` as a user runs it: a real process against a real server over mutual TLS. */
 import { spawn } from 'node:child_process';
+import { createPrivateKey } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,4 +79,19 @@ t.test('user mistakes are one line and a non-zero exit', async (t) => {
   t.match(refused.err(), /cannot connect to 127\.0\.0\.1:1 as dev-7: .*ECONNREFUSED/);
   const usage = ngtt('device', '--push', 'novalue', '--id', 'dev-7', '--pki', pkiDir);
   t.equal(await usage.exit, 2);
+});
+
+t.test('an encrypted key (a password we do not have) is one clear line, for device and server', async (t) => {
+  const device = await createDevDevice(pkiDir, 'dev-enc');
+  const encrypted = createPrivateKey(device.key).export({ format: 'pem', type: 'pkcs8', cipher: 'aes-256-cbc', passphrase: 'secret' }) as string;
+  const keyPath = join(dir, 'encrypted.key');
+  await writeFile(keyPath, encrypted, { mode: 0o600 });
+  const caPath = join(pkiDir, 'ca.crt');
+  const dev = ngtt('device', '--ca', caPath, '--cert', device.certPath, '--key', keyPath, '--port', String(server.ngttPort), '--once');
+  t.equal(await dev.exit, 1);
+  t.match(dev.err(), /^ngtt device: the private key is encrypted \(or its password is wrong\)/);
+  const srv = ngtt('server', '--ca', caPath, '--cert', join(pkiDir, 'server.crt'), '--key', keyPath, '--memory', '--port', '0', '--https-port', '0', '--admin-port', '0');
+  t.equal(await srv.exit, 1);
+  t.match(srv.err(), /^ngtt server: the private key is encrypted/);
+  t.notMatch(srv.err(), /\n\s+at /, 'no stack trace');
 });
