@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { until } from '../helpers/wait.js';
 import { createDevDevice, createDevPki } from '../../src/pki/index.js';
 import { startServer } from '../../src/server/index.js';
 
@@ -29,20 +30,13 @@ function ngtt(...args: string[]) {
   return { child, exit, out: () => out, err: () => err };
 }
 
-async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 t.test('prints and acknowledges orders, pushes values, stops on Ctrl-C', async (t) => {
   const id = await server.enqueueOrder('dev-7', [{ orders: [{ type: 'write', path: 'W1', value: 7 }], disposition: 0 }]);
   const p = ngtt('device', '--pki', pkiDir, '--id', 'dev-7', '--port', String(server.ngttPort), '--push', 'W1=7', '--push', 'u2=hello');
   t.teardown(() => p.child.kill('SIGKILL'));
-  await until('the order to be acknowledged', () => p.out().includes(`acknowledged ${id}`));
-  await until('the pushes', () => p.out().includes('pushed u2="hello": stored by the server'));
+  await until(() => p.out().includes(`acknowledged ${id}`), 'the order to be acknowledged', 20_000);
+  await until(() => p.out().includes('pushed u2="hello": stored by the server'), 'the pushes', 20_000);
   t.match(p.out(), new RegExp(`order ${id} \\(tid \\d+\\): \\{"type":"write","path":"W1","value":7\\}`));
   // The CONFIRM is on its way once the line is printed: poll the store until it lands.
   let state: string | undefined;
@@ -60,7 +54,7 @@ t.test('--reject refuses orders for good', async (t) => {
   const id = await server.enqueueOrder('dev-7', [{ orders: [{ type: 'read', path: 'W1' }], disposition: 0 }]);
   const p = ngtt('device', '--pki', pkiDir, '--id', 'dev-7', '--port', String(server.ngttPort), '--reject');
   t.teardown(() => p.child.kill('SIGKILL'));
-  await until('the rejection', () => p.out().includes(`rejected ${id}`));
+  await until(() => p.out().includes(`rejected ${id}`), 'the rejection', 20_000);
   let state: string | undefined;
   const deadline = Date.now() + 10_000;
   while ((state = (await server.store.getOrder(id))?.state) !== 'rejected' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

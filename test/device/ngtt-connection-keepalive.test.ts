@@ -3,6 +3,7 @@
  * §5.5), then reconnects by itself. Short timings; a loopback proxy stalls the link.
  */
 import t from 'tap';
+import { until } from '../helpers/wait.js';
 import { NgttConnection } from '../../src/device/index.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { makePki, startTestServer } from '../helpers/server-fixture.js';
@@ -12,20 +13,13 @@ const server = await startTestServer(pki);
 t.teardown(() => server.close());
 const creds = { ca: pki.ca.cert, ...(await pki.device('dev-ka')) };
 
-async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 t.test('an idle link is kept alive with PINGs the server echoes', async (t) => {
   const c = await NgttConnection.connect({ host: '127.0.0.1', port: server.ngttPort, servername: 'localhost', ...creds, pingIdleMs: 100, pingDeadMs: 1000, receiveDeadMs: 2000 });
   t.teardown(() => c.close());
   let drops = 0;
   c.on('disconnected', () => drops++);
-  await until('three PINGs at the server', () => server.counters('dev-ka').pings >= 3);
+  await until(() => server.counters('dev-ka').pings >= 3, 'three PINGs at the server', 10_000);
   t.equal(drops, 0, 'echoed PINGs keep the link up');
   t.ok(c.connected);
 });
@@ -49,10 +43,10 @@ t.test('a stalled link is declared dead and the connection comes back', async (t
   c.on('connected', () => events.push('connected'));
   const stalledAt = Date.now();
   proxy.stallAll(); // bytes stop flowing; neither side sees a close
-  await until('the dead link to be noticed', () => events.includes('disconnected'));
+  await until(() => events.includes('disconnected'), 'the dead link to be noticed', 10_000);
   const noticedAfter = Date.now() - stalledAt;
   t.ok(noticedAfter >= 300 && noticedAfter < 3000, `noticed after ${noticedAfter} ms (PING unanswered for pingDeadMs)`);
-  await until('a new connection', () => events.includes('connected'));
+  await until(() => events.includes('connected'), 'a new connection', 10_000);
   t.ok(c.connected, 'reconnected through the proxy on a fresh connection');
   await c.syncPathpoints([{ path: 'W1', values: [[Date.now(), 1]] }]);
   t.pass('and it carries data again');

@@ -2,15 +2,14 @@
 import { connect } from 'node:net';
 import t from 'tap';
 import { makePki, readSection, startTestServer } from '../helpers/server-fixture.js';
+import { within } from '../helpers/wait.js';
 
 const pki = await makePki();
 
-/** Resolves with how long close() took, or rejects when it takes more than `ms`. */
+/** How long close() took; fails the test when it takes more than `ms`. */
 async function closeWithin(close: () => Promise<void>, ms: number): Promise<number> {
   const started = Date.now();
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([close(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`close() still pending after ${ms} ms`)), ms)))]);
-  clearTimeout(timer);
+  await within(close(), 'close()', ms);
   return Date.now() - started;
 }
 
