@@ -85,6 +85,8 @@ export const DEFAULT_SPOOL_MAX_VALUES = 1_000_000;
 export const DEFAULT_BATCH_MAX_VALUES = 10_000;
 export const DEFAULT_BATCH_MAX_BYTES = 1024 * 1024;
 const DEFAULT_MAX_REJECTED = 1000;
+/** How many just-formed batches the spool keeps in memory (at most 1 MiB each by default). */
+const FORMED_BATCHES_KEPT = 32;
 
 /** One stored value: its path and its MiniJSON encoding (`[ts, v]` or `[false, ts, code]`). */
 interface Row {
@@ -151,6 +153,12 @@ abstract class SpoolBase implements Spool {
   protected readonly maxRejected: number;
   protected readonly now: () => number;
   protected closed = false;
+  /**
+   * Batches formed lately, so that sending one right after cutting it does not read, decode
+   * and encode its values again. Bounded: offline, thousands of batches may be cut; those
+   * older than this are read back from storage (as after a restart).
+   */
+  private readonly formed = new Map<number, SpoolBatch>();
   private spaceWaiters: { values: number; resolve: () => void }[] = [];
 
   constructor(options: SpoolOptions) {
@@ -194,6 +202,8 @@ abstract class SpoolBase implements Spool {
     this.pendingValues -= batch.valueCount;
     this.inFlightValues += batch.valueCount;
     this.inFlight.set(batch.id, batch.valueCount);
+    this.formed.set(batch.id, batch);
+    if (this.formed.size > FORMED_BATCHES_KEPT) this.formed.delete(this.formed.keys().next().value!);
     return batch;
   }
 
@@ -213,6 +223,7 @@ abstract class SpoolBase implements Spool {
     if (count === undefined) return false;
     apply();
     this.inFlight.delete(batchId);
+    this.formed.delete(batchId);
     this.inFlightValues -= count;
     this.wakeSpaceWaiters();
     return true;
@@ -227,11 +238,12 @@ abstract class SpoolBase implements Spool {
   }
 
   batch(batchId: number): SpoolBatch | undefined {
-    return this.inFlight.has(batchId) ? this.readBatch(batchId) : undefined;
+    if (!this.inFlight.has(batchId)) return undefined;
+    return this.formed.get(batchId) ?? this.readBatch(batchId);
   }
 
   unconfirmedBatches(): SpoolBatch[] {
-    return this.unconfirmedBatchIds().map((id) => this.readBatch(id));
+    return this.unconfirmedBatchIds().map((id) => this.batch(id)!);
   }
 
   unconfirmedBatchIds(): number[] {

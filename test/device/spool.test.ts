@@ -47,6 +47,21 @@ for (const [name, open] of stores) {
       t.same(spool.unconfirmedBatches(), []);
     });
 
+    t.test('a batch just formed is sent as formed; older ones are read back, same bytes', async (t) => {
+      const spool = open();
+      t.teardown(() => spool.close());
+      const batches = [];
+      for (let i = 0; i < 40; i++) {
+        await spool.push({ path: `W${i % 3}`, values: [v(i, i)] });
+        batches.push(spool.takeBatch()!);
+      }
+      const last = batches[39];
+      t.equal(spool.batch(last.id), last, 'no second read, decode and encode for the batch about to be sent');
+      for (const b of batches) t.same(Buffer.from(spool.batch(b.id)!.payload), Buffer.from(b.payload), `batch ${b.id} unchanged`);
+      spool.confirm(last.id);
+      t.equal(spool.batch(last.id), undefined, 'a confirmed batch is gone, from memory too');
+    });
+
     t.test('values keep their types; malformed pushes are refused whole', async (t) => {
       const spool = open();
       t.teardown(() => spool.close());
