@@ -2,8 +2,7 @@
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadDevPki } from '../pki/index.js';
-import { startServer, type ServerOptions } from '../server/index.js';
-import { openRabbitStore } from '../server/rabbitmq/store.js';
+import type { ServerOptions } from '../server/index.js';
 import { createMemoryStore, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
@@ -111,6 +110,8 @@ export async function runServer(argv: string[]): Promise<number> {
     const logger = pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
     let store: Store | undefined;
     if (rabbit) {
+      // Imported only here: amqplib is an optional peer, needed for --store rabbitmq alone.
+      const { openRabbitStore } = await import('../server/rabbitmq/store.js');
       const local = dataDir ? openSqliteStore(join(dataDir, 'ngtt.db')) : createMemoryStore();
       try {
         store = await openRabbitStore({
@@ -130,6 +131,8 @@ export async function runServer(argv: string[]): Promise<number> {
     }
     let server;
     try {
+      // fastify is an optional peer: imported once the options are known to be good (--help works without it).
+      const { startServer } = await import('../server/server.js');
       server = await startServer({
       tls,
       store,

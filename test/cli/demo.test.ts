@@ -8,8 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'ngtt.js');
+import { NGTT } from '../helpers/cli.js';
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -24,7 +23,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly', async (t) => {
   const data = await mkdtemp(join(tmpdir(), 'ngtt-demo-'));
   t.teardown(() => rm(data, { recursive: true, force: true }));
-  const child = spawn(process.execPath, [BIN, 'demo', '--data', data, '--port', '0', '--https-port', '0', '--admin-port', '0', '--order-every', '200'], {
+  const child = spawn(process.execPath, [...NGTT, 'demo', '--data', data, '--port', '0', '--https-port', '0', '--admin-port', '0', '--order-every', '200'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
