@@ -1,46 +1,31 @@
 /**
  * A development / test PKI made in code: a CA, server certificates and device certificates
- * carrying the NGTT extensions (spec §2). The certificates are built with @peculiar/asn1-x509
- * and signed with node:crypto (OpenSSL: DER signatures and PEM keys without conversions).
+ * carrying the NGTT extensions (spec §2). The certificates are DER built with asn1js (RFC 5280
+ * §4.1) and signed with node:crypto (OpenSSL: DER signatures and PEM keys, no conversions).
  * ECDSA P-256 keeps key generation fast enough to make fresh certificates in every test.
  */
-import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import {
-  AlgorithmIdentifier,
-  AttributeTypeAndValue,
-  AttributeValue,
-  AuthorityKeyIdentifier,
-  BasicConstraints,
-  Certificate,
-  ExtendedKeyUsage,
-  Extension,
-  Extensions,
-  GeneralName,
-  KeyIdentifier,
-  KeyUsage,
-  KeyUsageFlags,
-  Name,
-  RelativeDistinguishedName,
-  SubjectAlternativeName,
-  SubjectKeyIdentifier,
-  SubjectPublicKeyInfo,
-  TBSCertificate,
-  Validity,
-  Version,
-  id_ce_authorityKeyIdentifier,
-  id_ce_basicConstraints,
-  id_ce_extKeyUsage,
-  id_ce_keyUsage,
-  id_ce_subjectAltName,
-  id_ce_subjectKeyIdentifier,
-  id_kp_clientAuth,
-  id_kp_serverAuth,
-} from '@peculiar/asn1-x509';
+  BitString,
+  Boolean as AsnBoolean,
+  Constructed,
+  fromBER,
+  GeneralizedTime,
+  Integer,
+  Null,
+  ObjectIdentifier,
+  OctetString,
+  Primitive,
+  Sequence,
+  Set as AsnSet,
+  UTCTime,
+  Utf8String,
+} from 'asn1js';
 import { createHash, createPrivateKey, generateKeyPair, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { promisify } from 'node:util';
 import { encodeInteger, encodeUtf8String } from './der.js';
 import { OID_DEVICE_ID, OID_ENVIRONMENT } from './identity.js';
+import { certificateParts } from './x509.js';
 
 /** A certificate and its private key, both PEM (what node's tls takes). */
 export interface CertificateAndKey {
@@ -91,111 +76,173 @@ export interface CAInput {
   key: string | Uint8Array;
 }
 
-const OID_COMMON_NAME = '2.5.4.3';
+const OID = {
+  commonName: '2.5.4.3',
+  subjectKeyIdentifier: '2.5.29.14',
+  keyUsage: '2.5.29.15',
+  subjectAltName: '2.5.29.17',
+  basicConstraints: '2.5.29.19',
+  authorityKeyIdentifier: '2.5.29.35',
+  extKeyUsage: '2.5.29.37',
+  serverAuth: '1.3.6.1.5.5.7.3.1',
+  clientAuth: '1.3.6.1.5.5.7.3.2',
+};
+/** KeyUsage bit numbers (RFC 5280 §4.2.1.3). */
+const KeyUsage = { digitalSignature: 0, keyAgreement: 4, keyCertSign: 5, cRLSign: 6 };
 /** Signature algorithms by the signing key's type (ECDSA takes no parameters; RSA takes NULL). */
-const SIGNATURE_ALGORITHMS: Record<string, { oid: string; parameters?: ArrayBuffer }> = {
-  ec: { oid: '1.2.840.10045.4.3.2' }, // ecdsa-with-SHA256
-  rsa: { oid: '1.2.840.113549.1.1.11', parameters: new Uint8Array([0x05, 0x00]).buffer }, // sha256WithRSAEncryption
+const SIGNATURE_ALGORITHMS: Record<string, () => Sequence> = {
+  ec: () => new Sequence({ value: [oid('1.2.840.10045.4.3.2')] }), // ecdsa-with-SHA256
+  rsa: () => new Sequence({ value: [oid('1.2.840.113549.1.1.11'), new Null()] }), // sha256WithRSAEncryption
 };
 
-const generateEcKeyPair = promisify(generateKeyPair);
-
-async function newKeyPair(): Promise<{ publicKey: KeyObject; privateKey: KeyObject }> {
-  return generateEcKeyPair('ec', { namedCurve: 'P-256' });
-}
-
-const pemKey = (key: KeyObject): string => key.export({ type: 'pkcs8', format: 'pem' }) as string;
+type Block = ReturnType<typeof fromBER>['result'];
+const oid = (value: string) => new ObjectIdentifier({ value });
+const encode = (block: { toBER(): ArrayBuffer }) => new Uint8Array(block.toBER());
+const context = (tag: number) => ({ tagClass: 3, tagNumber: tag });
 const toText = (pem: string | Uint8Array): string => (typeof pem === 'string' ? pem : Buffer.from(pem).toString('utf8'));
+const pemKey = (key: KeyObject): string => key.export({ type: 'pkcs8', format: 'pem' }) as string;
+const newKeyPair = () => promisify(generateKeyPair)('ec', { namedCurve: 'P-256' });
 
-function publicKeyInfo(key: KeyObject): SubjectPublicKeyInfo {
-  return AsnConvert.parse(key.export({ type: 'spki', format: 'der' }), SubjectPublicKeyInfo);
+function parse(der: Uint8Array): Block {
+  const { offset, result } = fromBER(der);
+  if (offset === -1) throw new Error(`malformed DER: ${result.error}`);
+  return result;
 }
 
-/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
-function keyIdentifier(spki: SubjectPublicKeyInfo): Buffer {
-  return createHash('sha1').update(Buffer.from(spki.subjectPublicKey)).digest();
+function commonName(cn: string): Sequence {
+  return new Sequence({ value: [new AsnSet({ value: [new Sequence({ value: [oid(OID.commonName), new Utf8String({ value: cn })] })] })] });
 }
 
-function commonName(cn: string): Name {
-  return new Name([new RelativeDistinguishedName([new AttributeTypeAndValue({ type: OID_COMMON_NAME, value: new AttributeValue({ utf8String: cn }) })])]);
+/** UTCTime up to 2049, GeneralizedTime after (RFC 5280 §4.1.2.5), whole seconds. */
+function time(date: Date): UTCTime | GeneralizedTime {
+  const valueDate = new Date(Math.floor(date.getTime() / 1000) * 1000);
+  return valueDate.getUTCFullYear() < 2050 ? new UTCTime({ valueDate }) : new GeneralizedTime({ valueDate });
+}
+
+function validity(o: ValidityOptions, defaultDays: number): Sequence {
+  const notBefore = o.notBefore ?? new Date(Date.now() - 5 * 60_000);
+  const notAfter = o.notAfter ?? new Date(notBefore.getTime() + (o.validDays ?? defaultDays) * 86_400_000);
+  return new Sequence({ value: [time(notBefore), time(notAfter)] });
+}
+
+/** A DER named-bit list: the bits set, trailing zero bits left out. */
+function namedBits(bits: number[]): BitString {
+  const last = Math.max(...bits);
+  const bytes = new Uint8Array((last >> 3) + 1);
+  for (const b of bits) bytes[b >> 3]! |= 0x80 >> (b & 7);
+  return new BitString({ valueHex: bytes, unusedBits: 7 - (last & 7) });
 }
 
 /** A positive 16-byte serial number with a non-zero first byte (minimal DER INTEGER). */
-function serialNumber(): ArrayBuffer {
+function serialNumber(): Integer {
   const bytes = randomBytes(16);
   bytes[0] = 0x40 | (bytes[0]! & 0x3f);
-  return new Uint8Array(bytes).buffer;
+  return new Integer({ valueHex: new Uint8Array(bytes) });
 }
 
-function validity(o: ValidityOptions, defaultDays: number): Validity {
-  const notBefore = o.notBefore ?? new Date(Date.now() - 5 * 60_000);
-  const notAfter = o.notAfter ?? new Date(notBefore.getTime() + (o.validDays ?? defaultDays) * 86_400_000);
-  return new Validity({ notBefore, notAfter });
+/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
+function keyIdentifier(spki: Block): Buffer {
+  const key = spki instanceof Sequence ? spki.valueBlock.value[1] : undefined;
+  if (!(key instanceof BitString)) throw new Error('not a SubjectPublicKeyInfo');
+  return createHash('sha1').update(key.valueBlock.valueHexView).digest();
 }
 
-function extension(extnID: string, critical: boolean, value: object | Uint8Array): Extension {
-  const der = value instanceof Uint8Array ? value : AsnConvert.serialize(value);
-  return new Extension({ extnID, critical, extnValue: new OctetString(der) });
+/** IPv4 or IPv6 text as the 4 or 16 bytes of an iPAddress general name. */
+function ipBytes(ip: string): Uint8Array {
+  if (isIP(ip) === 4) return Uint8Array.from(ip.split('.').map(Number));
+  let text = ip.replace(/%.*$/, ''); // a zone id is not part of the address
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const bytes = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    const n = parseInt(g, 16);
+    bytes[2 * i] = n >> 8;
+    bytes[2 * i + 1] = n & 0xff;
+  });
+  return bytes;
+}
+
+function extension(id: string, critical: boolean, value: Uint8Array | { toBER(): ArrayBuffer }): Sequence {
+  const der = value instanceof Uint8Array ? value : encode(value);
+  return new Sequence({ value: [oid(id), ...(critical ? [new AsnBoolean({ value: true })] : []), new OctetString({ valueHex: der })] });
 }
 
 interface Issuer {
-  name: Name;
+  /** The issuer's Name: for a CA read from its certificate, re-encoded byte for byte. */
+  name: Block;
   key: KeyObject;
   /** The issuer's key identifier, for the authority key identifier of what it signs. */
-  keyId: Buffer;
+  keyId: Uint8Array;
 }
 
-/** Builds, signs and encodes (PEM) a certificate for `subjectKey`. */
-function signCertificate(issuer: Issuer, subject: Name, subjectKey: SubjectPublicKeyInfo, validityPeriod: Validity, extensions: Extension[]): string {
+/** Builds, signs and encodes (PEM) a v3 certificate for `subjectKey`. */
+function signCertificate(issuer: Issuer, subject: Block, subjectKey: Block, period: Sequence, extensions: Sequence[]): string {
   const algorithm = SIGNATURE_ALGORITHMS[issuer.key.asymmetricKeyType ?? ''];
   if (!algorithm) throw new Error(`CA key of type ${issuer.key.asymmetricKeyType} cannot sign here (EC or RSA only)`);
-  const signatureAlgorithm = new AlgorithmIdentifier({ algorithm: algorithm.oid, parameters: algorithm.parameters ?? null });
-  const tbsCertificate = new TBSCertificate({
-    version: Version.v3,
-    serialNumber: serialNumber(),
-    signature: signatureAlgorithm,
-    issuer: issuer.name,
-    validity: validityPeriod,
-    subject,
-    subjectPublicKeyInfo: subjectKey,
-    extensions: new Extensions([
-      ...extensions,
-      extension(id_ce_subjectKeyIdentifier, false, new SubjectKeyIdentifier(keyIdentifier(subjectKey))),
-      extension(id_ce_authorityKeyIdentifier, false, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(issuer.keyId) })),
-    ]),
+  const tbs = new Sequence({
+    value: [
+      new Constructed({ idBlock: context(0), value: [new Integer({ value: 2 })] }), // v3
+      serialNumber(),
+      algorithm(),
+      issuer.name,
+      period,
+      subject,
+      subjectKey,
+      new Constructed({
+        idBlock: context(3),
+        value: [
+          new Sequence({
+            value: [
+              ...extensions,
+              extension(OID.subjectKeyIdentifier, false, new OctetString({ valueHex: keyIdentifier(subjectKey) })),
+              extension(OID.authorityKeyIdentifier, false, new Sequence({ value: [new Primitive({ idBlock: context(0), valueHex: issuer.keyId })] })),
+            ],
+          }),
+        ],
+      }),
+    ],
   });
-  const tbs = Buffer.from(AsnConvert.serialize(tbsCertificate));
-  const signatureValue = sign('sha256', tbs, issuer.key); // DER ECDSA-Sig-Value for EC keys
-  const der = AsnConvert.serialize(new Certificate({ tbsCertificate, signatureAlgorithm, signatureValue: new Uint8Array(signatureValue).buffer }));
-  return new X509Certificate(Buffer.from(der)).toString();
+  const tbsDer = encode(tbs);
+  const signature = sign('sha256', tbsDer, issuer.key); // DER ECDSA-Sig-Value for EC keys
+  const der = encode(new Sequence({ value: [parse(tbsDer), algorithm(), new BitString({ valueHex: new Uint8Array(signature) })] }));
+  return new X509Certificate(der).toString();
 }
+
+const publicKeyInfo = (key: KeyObject): Block => parse(key.export({ type: 'spki', format: 'der' }));
 
 export async function createCA(options: CAOptions = {}): Promise<CertificateAndKey> {
   const keys = await newKeyPair();
-  const name = commonName(options.commonName ?? 'NGTT development CA');
   const spki = publicKeyInfo(keys.publicKey);
-  const cert = signCertificate({ name, key: keys.privateKey, keyId: keyIdentifier(spki) }, name, spki, validity(options, 3650), [
-    extension(id_ce_basicConstraints, true, new BasicConstraints({ cA: true, pathLenConstraint: 0 })),
-    extension(id_ce_keyUsage, true, new KeyUsage(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign | KeyUsageFlags.digitalSignature)),
+  const issuer: Issuer = { name: commonName(options.commonName ?? 'NGTT development CA'), key: keys.privateKey, keyId: keyIdentifier(spki) };
+  const cert = signCertificate(issuer, issuer.name, spki, validity(options, 3650), [
+    extension(OID.basicConstraints, true, new Sequence({ value: [new AsnBoolean({ value: true }), new Integer({ value: 0 })] })),
+    extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature, KeyUsage.keyCertSign, KeyUsage.cRLSign])),
   ]);
   return { cert, key: pemKey(keys.privateKey) };
 }
 
-/** The CA as an issuer: its subject (copied byte for byte), its key and its key identifier. */
+/** The CA as an issuer: its subject, its key and its key identifier (its SKI when it has one). */
 function caIssuer(ca: CAInput): Issuer {
-  const caCert = AsnConvert.parse(new X509Certificate(toText(ca.cert)).raw, Certificate);
-  const tbs = caCert.tbsCertificate;
-  const ski = tbs.extensions?.find((e) => e.extnID === id_ce_subjectKeyIdentifier);
-  const keyId = ski ? Buffer.from(AsnConvert.parse(ski.extnValue, SubjectKeyIdentifier).buffer) : keyIdentifier(tbs.subjectPublicKeyInfo);
-  return { name: tbs.subject, key: createPrivateKey(toText(ca.key)), keyId };
+  const parts = certificateParts(new X509Certificate(toText(ca.cert)).raw);
+  const ski = parts.extensions.find((e) => e.oid === OID.subjectKeyIdentifier);
+  const skiValue = ski && parse(ski.value);
+  const keyId = skiValue instanceof OctetString ? skiValue.valueBlock.valueHexView : keyIdentifier(parts.subjectPublicKeyInfo);
+  return { name: parts.subject, key: createPrivateKey(toText(ca.key)), keyId };
 }
 
-async function issue(ca: CAInput, cn: string, options: ValidityOptions, extensions: Extension[]): Promise<CertificateAndKey> {
+async function issue(ca: CAInput, cn: string, options: ValidityOptions, extensions: Sequence[]): Promise<CertificateAndKey> {
   const issuer = caIssuer(ca);
   const keys = await newKeyPair();
   const cert = signCertificate(issuer, commonName(cn), publicKeyInfo(keys.publicKey), validity(options, 825), [
-    extension(id_ce_basicConstraints, true, new BasicConstraints({ cA: false })),
-    extension(id_ce_keyUsage, true, new KeyUsage(KeyUsageFlags.digitalSignature | KeyUsageFlags.keyAgreement)),
+    extension(OID.basicConstraints, true, new Sequence({ value: [] })), // cA: FALSE (the default, left out)
+    extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature, KeyUsage.keyAgreement])),
     ...extensions,
   ]);
   return { cert, key: pemKey(keys.privateKey) };
@@ -204,15 +251,18 @@ async function issue(ca: CAInput, cn: string, options: ValidityOptions, extensio
 export async function createServerCertificate(ca: CAInput, options: ServerCertificateOptions): Promise<CertificateAndKey> {
   const [first] = options.hosts;
   if (first === undefined) throw new Error('a server certificate needs at least one host name or IP address');
-  const names = options.hosts.map((h) => new GeneralName(isIP(h) ? { iPAddress: h } : { dNSName: h }));
+  // GeneralName: [2] dNSName (IA5String), [7] iPAddress (4 or 16 bytes), both IMPLICIT.
+  const names = options.hosts.map((h) =>
+    isIP(h) ? new Primitive({ idBlock: context(7), valueHex: ipBytes(h) }) : new Primitive({ idBlock: context(2), valueHex: Buffer.from(h, 'ascii') }),
+  );
   return issue(ca, options.commonName ?? first, options, [
-    extension(id_ce_subjectAltName, false, new SubjectAlternativeName(names)),
-    extension(id_ce_extKeyUsage, false, new ExtendedKeyUsage([id_kp_serverAuth])),
+    extension(OID.subjectAltName, false, new Sequence({ value: names })),
+    extension(OID.extKeyUsage, false, new Sequence({ value: [oid(OID.serverAuth)] })),
   ]);
 }
 
 export async function createDeviceCertificate(ca: CAInput, options: DeviceCertificateOptions): Promise<CertificateAndKey> {
-  const extensions = [extension(id_ce_extKeyUsage, false, new ExtendedKeyUsage([id_kp_clientAuth]))];
+  const extensions = [extension(OID.extKeyUsage, false, new Sequence({ value: [oid(OID.clientAuth)] }))];
   if (!options.omitDeviceId) {
     if (!options.deviceId) throw new Error('a device certificate needs a non-empty deviceId');
     extensions.push(extension(OID_DEVICE_ID, false, encodeUtf8String(options.deviceId)));

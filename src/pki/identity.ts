@@ -1,12 +1,11 @@
 /**
  * A device's identity from its certificate (spec §2): the DeviceID and Environment extensions,
- * read from the DER with @peculiar/asn1-x509. Node's X509Certificate (OpenSSL) checks that the
- * input is a certificate at all and gives its DER; nothing here generates certificates.
+ * read from the DER (x509.ts). Node's X509Certificate (OpenSSL) checks that the input is a
+ * certificate at all and gives its DER. Nothing here generates certificates.
  */
 import { X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate, type Extension } from '@peculiar/asn1-x509';
 import { decodeInteger, decodeString } from './der.js';
+import { certificateParts, type CertificateExtension } from './x509.js';
 
 /** X.509 extension OIDs of spec §2. */
 export const OID_DEVICE_ID = '1.3.6.1.4.1.55338.0.0';
@@ -29,15 +28,14 @@ export class IdentityError extends Error {
 
 interface ParsedCertificate {
   subject: string;
-  extensions: Extension[];
+  extensions: CertificateExtension[];
 }
 
 /** PEM text, or DER (or PEM) bytes; the first certificate of a chain. */
 function parseCertificate(cert: string | Uint8Array): ParsedCertificate {
   try {
     const x509 = new X509Certificate(typeof cert === 'string' ? cert : Buffer.from(cert.buffer, cert.byteOffset, cert.byteLength));
-    const parsed = AsnConvert.parse(x509.raw, Certificate);
-    return { subject: x509.subject.replaceAll('\n', ', '), extensions: parsed.tbsCertificate.extensions ?? [] };
+    return { subject: x509.subject.replaceAll('\n', ', '), extensions: certificateParts(x509.raw).extensions };
   } catch (e) {
     throw new IdentityError(`not an X.509 certificate: ${(e as Error).message}`);
   }
@@ -45,9 +43,9 @@ function parseCertificate(cert: string | Uint8Array): ParsedCertificate {
 
 /** The value of the extension `oid`; a certificate may carry each extension once (RFC 5280 §4.2). */
 function extensionValue(cert: ParsedCertificate, oid: string, name: string): Uint8Array | undefined {
-  const found = cert.extensions.filter((e) => e.extnID === oid);
+  const found = cert.extensions.filter((e) => e.oid === oid);
   if (found.length > 1) throw new IdentityError(`certificate "${cert.subject}" has ${found.length} ${name} extensions`);
-  return found[0] && new Uint8Array(found[0].extnValue.buffer);
+  return found[0]?.value;
 }
 
 /** DeviceID and Environment of a device certificate (PEM string, or DER as Buffer/Uint8Array). */
