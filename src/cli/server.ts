@@ -66,6 +66,8 @@ export async function runServer(argv: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     }
+    // fastify is an optional peer: loaded after --help (which works without it), before anything else.
+    const { startServer } = await import('../server/server.js');
     if (positionals.length) throw new UserError(`unexpected argument ${JSON.stringify(positionals[0])}`, EXIT_USAGE);
     if (v.memory && v.data) throw new UserError('--memory and --data exclude each other', EXIT_USAGE);
     const storeKind = v.store ?? 'sqlite';
@@ -131,8 +133,6 @@ export async function runServer(argv: string[]): Promise<number> {
     }
     let server;
     try {
-      // fastify is an optional peer: imported once the options are known to be good (--help works without it).
-      const { startServer } = await import('../server/server.js');
       server = await startServer({
       tls,
       store,

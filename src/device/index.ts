@@ -21,4 +21,5 @@ export type { DeviceConfig, CultureContext } from '../protocol/index.js';
 export { ConnectionClosedError, DEFAULT_NGTT_PORT } from './tls-transport.js';
 export type { TlsMaterial, DeviceTlsOptions } from './tls-material.js';
 export { SqliteSpool, MemorySpool, SpoolFullError, type Spool, type SpoolBatch } from './spool.js';
+export type { SharedDatabase } from './shared-database.js';
 export { LogShipper } from './log-shipper.js';
