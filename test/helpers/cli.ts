@@ -7,5 +7,5 @@ import { join } from 'node:path';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 
-/** Node arguments that run `ngtt`: spawn(process.execPath, [...NGTT, 'demo', …]). */
-export const NGTT = ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts')];
+/** Node arguments that run `ngtt` from any working directory: spawn(process.execPath, [...NGTT, 'demo', …]). */
+export const NGTT = ['--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli', 'main.ts')];
