@@ -1,8 +1,8 @@
 /**
  * `ngtt demo` (what `npm start` runs): a live fleet on loopback. It creates or reuses a dev PKI
- * under ./data/demo (the current directory), starts the reference server on its SQLite store, starts simulated devices
- * (NGTT on for all but the last, which shows the HTTPS path), feeds them changing values,
- * issues orders through the admin API and shows what every device is doing.
+ * under ./data/demo of the current directory, starts the reference server on its SQLite store,
+ * starts simulated devices (NGTT on for all but the last, which shows the HTTPS path), feeds
+ * them changing values, issues orders through the admin API and shows what every device is doing.
  */
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
