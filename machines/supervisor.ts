@@ -32,22 +32,13 @@
  */
 import { type ActorRefFrom, assign, emit, enqueueActions, fromPromise, not, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
-import type { LogRecord, PathpointDeclaration } from '../src/protocol/messages.js';
+import type { DeviceConfig, LogRecord, PathpointDeclaration } from '../src/protocol/messages.js';
 import { type BackoffOptions, type HttpResult, type InFrame, type Link, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, httpOutcome } from './common.js';
 import { type ConnectionInput, type ConnectionReport, connectionMachine } from './connection.js';
 import { type LogsInput, logsMachine } from './logs.js';
 import { type OrderDoneReport, orderIdOf, orderMachine } from './order.js';
 import { type UploadInput, uploadMachine } from './upload.js';
 
-/** GET /v1/device (spec §9). */
-export interface DeviceConfig {
-  device_id: string;
-  verbose_name?: string;
-  facets?: unknown;
-  culture_context?: { language?: string; timezone?: string; units?: string };
-  slave_devices?: unknown;
-  [key: string]: unknown;
-}
 
 export interface SupervisorInput {
   /** Use NGTT for orders, logs and data (spec §10: off by default). */

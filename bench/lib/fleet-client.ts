@@ -3,8 +3,8 @@
  * NgttDevice) on mutual TLS, opened at a bounded rate; each sends FETCH_ORDERS, PINGs every
  * `pingMs` (at most 64 handshakes pending at once), and confirms each ORDER at once, noting when it arrived (CLOCK_MONOTONIC).
  *
- * NGTT identifies a device by its certificate, so each needs its own. Issuing 10 000 through
- * @peculiar/x509 takes minutes, so one device certificate is made the normal way and the others
+ * NGTT identifies a device by its certificate, so each needs its own. Issuing 10 000
+ * one by one takes minutes, so one device certificate is made the normal way and the others
  * are derived from it: the DeviceID (same length) is replaced in the to-be-signed part, which is
  * then signed again with the CA key. They share the template's key pair (fine for a benchmark:
  * the server reads the identity from the verified certificate, and each verifies).

@@ -15,7 +15,9 @@ export class UserError extends Error {
 
 export const EXIT_USAGE = 2;
 
-export function parse<T extends ParseArgsConfig['options']>(argv: string[], options: T) {
+type Parsed<T extends ParseArgsConfig['options']> = ReturnType<typeof parseArgs<{ args: string[]; options: T; allowPositionals: true; strict: true }>>;
+
+export function parse<T extends ParseArgsConfig['options']>(argv: string[], options: T): Parsed<T> {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
@@ -40,12 +42,34 @@ export function keyMaterialError(e: unknown): UserError | undefined {
   return code && KEY_ERRORS[code] ? new UserError(KEY_ERRORS[code]) : undefined;
 }
 
+/**
+ * Optional peer dependencies: the server needs fastify (and amqplib for --store rabbitmq), the
+ * demo's --inspect needs @statelyai/inspect. A device-only install has none of them, so the
+ * commands load them lazily, and a missing one is named with the command that installs it
+ * (the majors of package.json's peerDependencies).
+ */
+export const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
+  fastify: 'fastify@5',
+  amqplib: 'amqplib@2',
+  '@statelyai/inspect': '@statelyai/inspect@0.7',
+};
+
+/** A failed import of a missing optional peer as a one-line UserError (exit 2), else undefined. */
+export function missingPeerError(e: unknown): UserError | undefined {
+  const err = e as NodeJS.ErrnoException | undefined;
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND') return undefined;
+  // "Cannot find package 'fastify' imported from …"
+  const name = /Cannot find package '([^']+)'/.exec(err.message)?.[1];
+  if (name === undefined || !(name in OPTIONAL_PEERS)) return undefined;
+  return new UserError(`needs ${name}, an optional peer dependency of ngtt that is not installed: npm install ${OPTIONAL_PEERS[name]}`, EXIT_USAGE);
+}
+
 /** Runs a command; a user mistake becomes one line on stderr and an exit code, anything else a bug report. */
 export async function runCommand(name: string, body: () => Promise<number>): Promise<number> {
   try {
     return await body();
   } catch (thrown) {
-    const e = keyMaterialError(thrown) ?? thrown;
+    const e = keyMaterialError(thrown) ?? missingPeerError(thrown) ?? thrown;
     const err = e as NodeJS.ErrnoException & { exitCode?: number };
     if (USER_ERROR_NAMES.has(err.name) || (err.code && USER_ERROR_CODES.has(err.code))) {
       console.error(`ngtt ${name}: ${err.message}`);

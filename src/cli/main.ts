@@ -1,4 +1,9 @@
-/** `ngtt` command line. Subcommands are added by the server, device and demo modules. */
+/**
+ * `ngtt` command line. Each subcommand is imported when it runs: `ngtt --help`, `certs`, `device`
+ * and `order` work without the server's optional peers (fastify, amqplib) installed.
+ */
+import { runCommand } from './common.js';
+
 const HELP = `ngtt — NGTT device runtime and reference server
 
 Usage: ngtt <command> [options]
@@ -25,7 +30,8 @@ const [command, ...rest] = process.argv.slice(2);
 if (!command || command === '--help' || command === '-h' || command === 'help') {
   console.log(HELP);
 } else if (COMMANDS[command]) {
-  process.exitCode = await (await COMMANDS[command]())(rest);
+  const load = COMMANDS[command];
+  process.exitCode = await runCommand(command, async () => (await load())(rest));
 } else {
   console.log(HELP);
   console.error(`\nngtt: '${command}' is not available yet in this version`);

@@ -2,8 +2,7 @@
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadDevPki } from '../pki/index.js';
-import { startServer, type ServerOptions } from '../server/index.js';
-import { openRabbitStore } from '../server/rabbitmq/store.js';
+import type { ServerOptions } from '../server/index.js';
 import { createMemoryStore, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
@@ -67,6 +66,8 @@ export async function runServer(argv: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     }
+    // fastify is an optional peer: loaded after --help (which works without it), before anything else.
+    const { startServer } = await import('../server/server.js');
     if (positionals.length) throw new UserError(`unexpected argument ${JSON.stringify(positionals[0])}`, EXIT_USAGE);
     if (v.memory && v.data) throw new UserError('--memory and --data exclude each other', EXIT_USAGE);
     const storeKind = v.store ?? 'sqlite';
@@ -111,6 +112,8 @@ export async function runServer(argv: string[]): Promise<number> {
     const logger = pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
     let store: Store | undefined;
     if (rabbit) {
+      // Imported only here: amqplib is an optional peer, needed for --store rabbitmq alone.
+      const { openRabbitStore } = await import('../server/rabbitmq/store.js');
       const local = dataDir ? openSqliteStore(join(dataDir, 'ngtt.db')) : createMemoryStore();
       try {
         store = await openRabbitStore({

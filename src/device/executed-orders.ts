@@ -5,6 +5,7 @@
  * a crash in between then costs one re-execution, never a lost order.
  */
 import { openDeviceDatabase, type DeviceDatabase } from './database.js';
+import type { SharedDatabase } from './shared-database.js';
 
 export interface ExecutedOrders {
   has(id: string): boolean;
@@ -76,10 +77,10 @@ export class SqliteExecutedOrders implements ExecutedOrders {
   private readonly store: (id: string, now: number) => void;
 
   /** `source`: a database file path, or an open database shared with other stores (not closed by close()). */
-  static open(source: string | DeviceDatabase, options: ExecutedOrdersOptions = {}): SqliteExecutedOrders {
+  static open(source: string | SharedDatabase, options: ExecutedOrdersOptions = {}): SqliteExecutedOrders {
     return typeof source === 'string'
       ? new SqliteExecutedOrders(openDeviceDatabase(source), true, options)
-      : new SqliteExecutedOrders(source, false, options);
+      : new SqliteExecutedOrders(source as DeviceDatabase, false, options);
   }
 
   private constructor(

@@ -4,7 +4,7 @@
  */
 import { fromPromise } from 'xstate';
 import type { HttpResult } from '../../machines/common.js';
-import type { DeviceConfig } from '../../machines/supervisor.js';
+import type { DeviceConfig } from '../protocol/index.js';
 import type { LogRecord, PathpointDeclaration } from '../protocol/index.js';
 import { HttpError, type DeviceHttpsClient } from './https-client.js';
 
@@ -23,7 +23,7 @@ export function httpActors(client: DeviceHttpsClient) {
   return {
     /** The raw poll answer: the order machine parses it (and rejects it when malformed). */
     pollOrders: fromPromise<unknown, void>(() => client.request('POST', '/v1/device/orders')),
-    fetchConfig: fromPromise<DeviceConfig, void>(async () => (await client.getConfiguration()) as unknown as DeviceConfig),
+    fetchConfig: fromPromise<DeviceConfig, void>(async () => client.getConfiguration()),
     declarePathpoints: fromPromise<HttpResult, { declarations: PathpointDeclaration[] }>(({ input }) =>
       statusOf(() => client.declarePathpoints(input.declarations)),
     ),

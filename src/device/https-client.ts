@@ -8,6 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import { decode, encode } from '../minijson/index.js';
 import {
   parseSections,
+  type DeviceConfig,
   type LogRecord,
   type ParsedSections,
   type PathpointDeclaration,
@@ -43,14 +44,6 @@ export class HttpError extends Error {
   ) {
     super(message);
   }
-}
-
-export interface DeviceConfiguration {
-  device_id: string;
-  verbose_name: string;
-  facets: string[];
-  culture_context: { language: string; timezone: string; units: string };
-  slave_devices: unknown[];
 }
 
 export class DeviceHttpsClient {
@@ -91,12 +84,12 @@ export class DeviceHttpsClient {
   }
 
   /** GET /v1/device. */
-  async getConfiguration(): Promise<DeviceConfiguration> {
+  async getConfiguration(): Promise<DeviceConfig> {
     const config = await this.request('GET', '/v1/device');
-    if (typeof config !== 'object' || config === null || typeof (config as DeviceConfiguration).device_id !== 'string') {
+    if (typeof config !== 'object' || config === null || typeof (config as DeviceConfig).device_id !== 'string') {
       throw new HttpError('device configuration without a device_id', 200, false, config);
     }
-    return config as DeviceConfiguration;
+    return config as DeviceConfig;
   }
 
   /** Closes the pooled connections. */

@@ -4,7 +4,7 @@
  * the shipper never logs about its own trouble (that would feed itself in a loop).
  *
  *   const shipper = new LogShipper({ service: 'boiler' });
- *   const logger = pino(pino.multistream([{ stream: process.stdout }, { stream: shipper.stream }]));
+ *   const logger = pino({}, pino.multistream([{ stream: process.stdout }, { stream: shipper.stream }]));
  *   ...  send(shipper.drain(500))  // LOGS frame or PUT /v1/device/device_logs
  */
 import { gzipSync } from 'node:zlib';
@@ -61,8 +61,12 @@ export class LogShipper {
   /** Lines that could not be turned into records (not JSON, or a failing hook). */
   failures = 0;
   readonly capacity: number;
-  /** A pino destination: pino(shipper.stream) or one stream of pino.multistream. */
-  readonly stream = { write: (line: string) => this.addLine(line) };
+  /**
+   * A pino destination: pino(shipper.stream), pino(options, shipper.stream) or one stream of
+   * pino(options, pino.multistream([...])). `writable` is what makes pino take it as a
+   * destination when it is the only argument.
+   */
+  readonly stream = { writable: true as const, write: (line: string) => this.addLine(line) };
 
   private readonly service: string;
   private readonly compressFrom: number;

@@ -7,16 +7,16 @@
  * where to send them. Nothing leaves the spool before the server confirms it.
  */
 import { EventEmitter } from 'node:events';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import { type AnyActorRef, type InspectionEvent, type Observer, type Subscription, createActor } from 'xstate';
 import type { BackoffOptions, Link } from '../../machines/common.js';
 import { connectionMachine, type ConnectionInput } from '../../machines/connection.js';
 import { logsMachine, type LogsInput } from '../../machines/logs.js';
 import { orderMachine, type OrderDoneReport } from '../../machines/order.js';
-import { type DeviceConfig, type SupervisorActor, supervisorMachine } from '../../machines/supervisor.js';
+import { type SupervisorActor, supervisorMachine } from '../../machines/supervisor.js';
 import { estimateBytes, uploadMachine, type UploadInput } from '../../machines/upload.js';
 import { readDeviceIdentity } from '../pki/identity.js';
-import type { PathpointDeclaration, PathpointScalar, PathpointSeries } from '../protocol/index.js';
+import type { DeviceConfig, PathpointDeclaration, PathpointScalar, PathpointSeries } from '../protocol/index.js';
 import { openDeviceDatabase, type DeviceDatabase } from './database.js';
 import { SqliteExecutedOrders } from './executed-orders.js';
 import { OrderExecutor, type ExecutorOptions, type OrderHandlers } from './executor.js';
@@ -266,6 +266,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
       actor.on('FRAME', (e) => this.log.debug({ type: e.frame.type, tid: e.frame.tid }, 'frame ignored')),
     );
     actor.start();
+    if (this.shipper?.size) this.scheduleShipping(); // logged before start()
     return this;
   }
 
@@ -299,11 +300,26 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   }
 
   /**
-   * A pino destination whose records are shipped as device logs (spec §7), best effort: a
-   * bounded buffer, never blocks, drops the oldest. E.g. pino(pino.multistream([{stream:
-   * process.stdout}, {stream: device.logStream()}])).
+   * A pino logger whose records are shipped to the server as device logs (spec §7) and also
+   * written to `alsoTo` (default stdout; null: shipped only). Shipping is best effort: a bounded
+   * buffer that never blocks and drops the oldest records when full. Records logged before
+   * start() wait for it; those logged before close() are sent by it.
+   *
+   *   const log = device.logger({ level: 'debug' });   log.info('burner on');
    */
-  logStream(): { write(line: string): void } {
+  logger(options: LoggerOptions = {}, alsoTo: DestinationStream | null = pino.destination(1)): Logger {
+    const level = options.level ?? 'info';
+    const ship = { stream: this.logStream(), level };
+    return pino({ ...options, level }, pino.multistream(alsoTo ? [{ stream: alsoTo, level }, ship] : [ship]));
+  }
+
+  /**
+   * The pino destination behind logger(), for a pino set up your own way. Pass it as the
+   * destination — `pino(device.logStream())`, `pino(options, device.logStream())`, or one entry
+   * of `pino(options, pino.multistream([...]))`. (A multistream alone, `pino(pino.multistream(…))`,
+   * is taken by pino as its options and ships nothing: give the options first.)
+   */
+  logStream(): DestinationStream & { readonly writable: true } {
     this.shipper ??= new LogShipper({
       service: this.options.logService,
       onRecord: () => this.scheduleShipping(),
@@ -365,13 +381,18 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   }
 
   private scheduleShipping(): void {
-    if (this.shipScheduled) return;
+    // Before start() the shipper keeps the records; close() hands over the last ones itself.
+    if (this.shipScheduled || !this.actor) return;
     this.shipScheduled = true;
     setImmediate(() => {
       this.shipScheduled = false;
-      const records = this.shipper!.drain();
-      if (records.length && this.actor && !this.closing) this.actor.send({ type: 'LOG', records });
+      if (!this.closing) this.shipLogs();
     });
+  }
+
+  private shipLogs(): void {
+    const records = this.shipper?.drain() ?? [];
+    if (records.length && this.actor && !this.stopped) this.actor.send({ type: 'LOG', records });
   }
 
   private observe(snapshot: ReturnType<SupervisorActor['getSnapshot']>): void {
@@ -418,6 +439,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     if (!actor) return;
     const deadline = Date.now() + timeoutMs;
     const spool = this.spool!;
+    this.shipLogs(); // what was logged just before close()
     actor.send({ type: 'FLUSH' });
     // Nothing to wait for without a link: the spool keeps the values for the next start.
     await waitUntil(() => this.orderCounts.executing === 0 && (this.transport === 'none' || spool.pendingValues + spool.inFlightValues === 0), deadline);

@@ -10,6 +10,7 @@
 import { decode, encode } from '../minijson/index.js';
 import { parsePathpointData, type PathpointSeries, type PathpointValue } from '../protocol/index.js';
 import { openDeviceDatabase, type DeviceDatabase } from './database.js';
+import type { SharedDatabase } from './shared-database.js';
 
 export interface SpoolBatch {
   id: number;
@@ -371,8 +372,8 @@ export class SqliteSpool extends SpoolBase {
   private readonly rejectBatch: (id: number, reason: string) => void;
 
   /** `source`: a database file path, or an open database shared with other stores (not closed by close()). */
-  static open(source: string | DeviceDatabase, options: SpoolOptions = {}): SqliteSpool {
-    return typeof source === 'string' ? new SqliteSpool(openDeviceDatabase(source), true, options) : new SqliteSpool(source, false, options);
+  static open(source: string | SharedDatabase, options: SpoolOptions = {}): SqliteSpool {
+    return typeof source === 'string' ? new SqliteSpool(openDeviceDatabase(source), true, options) : new SqliteSpool(source as DeviceDatabase, false, options);
   }
 
   private constructor(

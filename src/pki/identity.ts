@@ -1,6 +1,11 @@
-import 'reflect-metadata'; // @peculiar/x509 (tsyringe) needs it before it loads
-import { X509Certificate } from '@peculiar/x509';
+/**
+ * A device's identity from its certificate (spec §2): the DeviceID and Environment extensions,
+ * read from the DER (x509.ts). Node's X509Certificate (OpenSSL) checks that the input is a
+ * certificate at all and gives its DER. Nothing here generates certificates.
+ */
+import { X509Certificate } from 'node:crypto';
 import { decodeInteger, decodeString } from './der.js';
+import { certificateParts, type CertificateExtension } from './x509.js';
 
 /** X.509 extension OIDs of spec §2. */
 export const OID_DEVICE_ID = '1.3.6.1.4.1.55338.0.0';
@@ -21,39 +26,48 @@ export class IdentityError extends Error {
   override name = 'IdentityError';
 }
 
-/** Parses a PEM string or DER bytes; IdentityError when it is not a certificate. */
-export function parseCertificate(cert: string | Uint8Array): X509Certificate {
+interface ParsedCertificate {
+  subject: string;
+  extensions: CertificateExtension[];
+}
+
+/** PEM text, or DER (or PEM) bytes; the first certificate of a chain. */
+function parseCertificate(cert: string | Uint8Array): ParsedCertificate {
   try {
-    return new X509Certificate(typeof cert === 'string' ? cert : toArrayBuffer(cert));
+    const x509 = new X509Certificate(typeof cert === 'string' ? cert : Buffer.from(cert.buffer, cert.byteOffset, cert.byteLength));
+    return { subject: x509.subject.replaceAll('\n', ', '), extensions: certificateParts(x509.raw).extensions };
   } catch (e) {
     throw new IdentityError(`not an X.509 certificate: ${(e as Error).message}`);
   }
 }
 
+/** The value of the extension `oid`; a certificate may carry each extension once (RFC 5280 §4.2). */
+function extensionValue(cert: ParsedCertificate, oid: string, name: string): Uint8Array | undefined {
+  const found = cert.extensions.filter((e) => e.oid === oid);
+  if (found.length > 1) throw new IdentityError(`certificate "${cert.subject}" has ${found.length} ${name} extensions`);
+  return found[0]?.value;
+}
+
 /** DeviceID and Environment of a device certificate (PEM string, or DER as Buffer/Uint8Array). */
 export function readDeviceIdentity(cert: string | Uint8Array): DeviceIdentity {
-  const x509 = parseCertificate(cert);
-  const idExt = x509.getExtension(OID_DEVICE_ID);
-  if (!idExt) throw new IdentityError(`certificate "${x509.subject}" has no DeviceID extension (${OID_DEVICE_ID})`);
+  const parsed = parseCertificate(cert);
+  const idValue = extensionValue(parsed, OID_DEVICE_ID, 'DeviceID');
+  if (!idValue) throw new IdentityError(`certificate "${parsed.subject}" has no DeviceID extension (${OID_DEVICE_ID})`);
   let deviceId: string;
   try {
-    deviceId = decodeString(new Uint8Array(idExt.value));
+    deviceId = decodeString(idValue);
   } catch (e) {
-    throw new IdentityError(`certificate "${x509.subject}" has an undecodable DeviceID: ${(e as Error).message}`);
+    throw new IdentityError(`certificate "${parsed.subject}" has an undecodable DeviceID: ${(e as Error).message}`);
   }
-  if (deviceId.length === 0) throw new IdentityError(`certificate "${x509.subject}" has an empty DeviceID`);
-  const envExt = x509.getExtension(OID_ENVIRONMENT);
+  if (deviceId.length === 0) throw new IdentityError(`certificate "${parsed.subject}" has an empty DeviceID`);
+  const envValue = extensionValue(parsed, OID_ENVIRONMENT, 'Environment');
   let environment: number | null = null;
-  if (envExt) {
+  if (envValue) {
     try {
-      environment = decodeInteger(new Uint8Array(envExt.value));
+      environment = decodeInteger(envValue);
     } catch (e) {
-      throw new IdentityError(`certificate "${x509.subject}" has an undecodable Environment: ${(e as Error).message}`);
+      throw new IdentityError(`certificate "${parsed.subject}" has an undecodable Environment: ${(e as Error).message}`);
     }
   }
   return { deviceId, environment };
-}
-
-function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
-  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
 }

@@ -97,6 +97,23 @@ export interface BaobSyncResponse {
   upload: string[];
 }
 
+// ---- device configuration (§9) ------------------------------------------------------------
+
+export interface CultureContext {
+  language: string;
+  timezone: string;
+  units: string;
+}
+
+/** GET /v1/device: what the server knows about the device. */
+export interface DeviceConfig {
+  device_id: string;
+  verbose_name: string;
+  facets: string[];
+  culture_context: CultureContext;
+  slave_devices: unknown[];
+}
+
 // ---- validators -----------------------------------------------------------------------------
 
 const isObject = (x: unknown): x is Record<string, unknown> =>

@@ -9,7 +9,7 @@ import { parseLogRecords, parsePathpointData, parsePathpointDeclarations, type W
 import { IdentityError, readDeviceIdentity } from '../pki/index.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { installContentHandling, quietRequests, sendValue } from './http-content.js';
-import type { TlsMaterial } from './listener.js';
+import type { ServerTlsOptions } from './listener.js';
 import type { Store } from './store/index.js';
 
 declare module 'fastify' {
@@ -20,7 +20,7 @@ declare module 'fastify' {
 }
 
 export interface HttpsApiOptions {
-  tls: TlsMaterial;
+  tls: ServerTlsOptions;
   store: Store;
   registry: DeviceRegistry;
   logger: Logger;

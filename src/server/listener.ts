@@ -11,14 +11,14 @@ import type { DeviceRegistry } from './device-registry.js';
 import { DeviceSession } from './device-session.js';
 import type { Store } from './store/index.js';
 
-export interface TlsMaterial {
+export interface ServerTlsOptions {
   ca: string | Buffer | (string | Buffer)[];
   cert: string | Buffer;
   key: string | Buffer;
 }
 
 export interface NgttListenerOptions {
-  tls: TlsMaterial;
+  tls: ServerTlsOptions;
   host: string;
   port: number;
   store: Store;

@@ -6,12 +6,12 @@ import { DEFAULT_MAX_FRAME_LENGTH, parseSectionsStrict } from '../protocol/index
 import { createAdminApi } from './admin-api.js';
 import { DeviceRegistry, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
 import { createHttpsApi } from './https-api.js';
-import { NgttListener, type TlsMaterial } from './listener.js';
+import { NgttListener, type ServerTlsOptions } from './listener.js';
 import { createMemoryStore, openSqliteStore, type Store } from './store/index.js';
 
 export interface ServerOptions {
   /** The CA that device certificates must chain to, and the server's certificate and key (PEM). */
-  tls: TlsMaterial;
+  tls: ServerTlsOptions;
   /** Address of the device ports (NGTT and HTTPS). Default 127.0.0.1. */
   host?: string;
   /** 0 picks a free port. Default 2405. */
@@ -37,7 +37,7 @@ export interface ServerOptions {
   logger?: Logger;
 }
 
-export interface DeviceStatus extends ConnectedDevice {
+export interface ConnectedDeviceStatus extends ConnectedDevice {
   counters: DeviceCounters;
 }
 
@@ -49,7 +49,7 @@ export interface NgttServer {
   readonly store: Store;
   /** Validates (PayloadError when malformed) and enqueues; resolves to the order id. */
   enqueueOrder(deviceId: string, sections: unknown): Promise<string>;
-  connectedDevices(): DeviceStatus[];
+  connectedDevices(): ConnectedDeviceStatus[];
   counters(deviceId: string): DeviceCounters;
   /** Closes listeners and connections (unsettled orders requeued), then a store it opened itself. */
   close(): Promise<void>;

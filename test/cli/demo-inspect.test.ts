@@ -6,8 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import WebSocket from 'ws';
-
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'ngtt.js');
+import { NGTT } from '../helpers/cli.js';
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -21,7 +20,7 @@ t.test('inspection events of the supervisor and its children are streamed', asyn
   const data = await mkdtemp(join(tmpdir(), 'ngtt-inspect-'));
   t.teardown(() => rm(data, { recursive: true, force: true }));
   const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'demo', '--data', data, '--devices', '2', '--port', '0', '--https-port', '0', '--admin-port', '0', '--inspect', '--inspect-port', String(port), '--duration', '30'], {
+  const child = spawn(process.execPath, [...NGTT, 'demo', '--data', data, '--devices', '2', '--port', '0', '--https-port', '0', '--admin-port', '0', '--inspect', '--inspect-port', String(port), '--duration', '30'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.teardown(() => child.kill('SIGKILL'));

@@ -4,12 +4,12 @@
  * confirmed, the HTTPS device works too, and Ctrl-C (SIGINT) shuts everything down cleanly.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'ngtt.js');
+import { NGTT } from '../helpers/cli.js';
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -24,7 +24,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly', async (t) => {
   const data = await mkdtemp(join(tmpdir(), 'ngtt-demo-'));
   t.teardown(() => rm(data, { recursive: true, force: true }));
-  const child = spawn(process.execPath, [BIN, 'demo', '--data', data, '--port', '0', '--https-port', '0', '--admin-port', '0', '--order-every', '200'], {
+  const child = spawn(process.execPath, [...NGTT, 'demo', '--data', data, '--port', '0', '--https-port', '0', '--admin-port', '0', '--order-every', '200'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -72,4 +72,18 @@ t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly',
   // Every order the demo sends is executable: a rejection would mean an order lost (e.g. one
   // cut short by the shutdown and refused instead of left for redelivery).
   t.match(out, /devices acked \d+, rejected 0;/);
+});
+
+t.test('without --data the demo keeps its data in ./data/demo of the current directory', async (t) => {
+  const cwd = await mkdtemp(join(tmpdir(), 'ngtt-demo-cwd-'));
+  t.teardown(() => rm(cwd, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [...NGTT, 'demo', '--devices', '1', '--duration', '2', '--port', '0', '--https-port', '0', '--admin-port', '0'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c) => (out += c));
+  child.stderr.on('data', (c) => (out += c));
+  t.teardown(() => child.kill('SIGKILL'));
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  t.equal(code, 0, out.slice(-500));
+  t.match(out, `data in ${join(cwd, 'data', 'demo')} `);
+  for (const file of ['pki/ca.key', 'pki/devices/dev-1.crt', 'server/ngtt.db', 'server.log']) t.ok(existsSync(join(cwd, 'data', 'demo', file)), file);
 });

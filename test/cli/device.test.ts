@@ -9,8 +9,7 @@ import t from 'tap';
 import { until } from '../helpers/wait.js';
 import { createDevDevice, createDevPki } from '../../src/pki/index.js';
 import { startServer } from '../../src/server/index.js';
-
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'ngtt.js');
+import { NGTT } from '../helpers/cli.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'ngtt-device-cli-'));
 t.teardown(() => rm(dir, { recursive: true, force: true }));
@@ -21,7 +20,7 @@ const server = await startServer({ tls: { ca: pki.ca.cert, ...pki.server }, ngtt
 t.teardown(() => server.close());
 
 function ngtt(...args: string[]) {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...NGTT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (c) => (out += c));

@@ -1,4 +1,4 @@
-/** Converts between the vectors' tagged JSON form (shared/vectors/minijson/README.md) and JS values. */
+/** Converts between the vectors' tagged JSON form (test/fixtures/minijson/README.md) and JS values. */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,11 +15,11 @@ export type Tagged =
   | { map: [Tagged, Tagged][] };
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** The shared folder beside the project's root. */
-export const SHARED = join(here, '..', '..', '..', 'shared');
+/** The reference vectors of the MiniJSON codec, kept in the repository (a copy of the vectors made with the Python codec). */
+export const VECTORS = join(here, '..', 'fixtures', 'minijson');
 
 export function loadVectors<T>(file: string): T[] {
-  return JSON.parse(readFileSync(join(SHARED, 'vectors', 'minijson', file), 'utf8')) as T[];
+  return JSON.parse(readFileSync(join(VECTORS, file), 'utf8')) as T[];
 }
 
 function float(x: number | string): number {

@@ -1,10 +1,9 @@
 import t from 'tap';
 import { type AnyActorRef, SimulatedClock, createActor, fromPromise } from 'xstate';
 import { FrameType, frameTypeName } from '../../src/protocol/frames.js';
-import type { LogRecord, PathpointDeclaration, PathpointSeries } from '../../src/protocol/messages.js';
+import type { DeviceConfig, LogRecord, PathpointDeclaration, PathpointSeries } from '../../src/protocol/messages.js';
 import type { HttpResult } from '../../machines/common.js';
 import {
-  type DeviceConfig,
   type ExecuteInput,
   type OrderOutcome,
   type SupervisorEmitted,
@@ -17,6 +16,8 @@ import {
 } from '../../machines/index.js';
 import { FakeSpool } from '../helpers/fake-spool.js';
 import { type FakeSocket, fakeSocketActor, manualPromise, settle } from '../helpers/machines.js';
+
+const CONFIG: DeviceConfig = { device_id: 'dev-1', verbose_name: 'dev-1', facets: [], culture_context: { language: 'en', timezone: 'UTC', units: 'metric' }, slave_devices: [] };
 
 const order = (id: string) => [{ id, orders: [{ type: 'read', path: 'W1' }], disposition: 0 }];
 
@@ -54,7 +55,7 @@ function start(input: Partial<SupervisorInput> = {}) {
       pollOrders: polls.logic,
       fetchConfig: fromPromise<DeviceConfig, void>(async () => {
         trace.push('GET /v1/device');
-        return { device_id: 'dev-1' };
+        return CONFIG;
       }),
       declarePathpoints: declares.logic,
     },
@@ -78,7 +79,7 @@ t.test('NGTT disabled (the default): HTTPS polling and posting, no socket', asyn
   t.equal(s.sockets.length, 0);
   t.equal(s.child('upload').context.link, 'https');
   t.equal(s.child('logs').context.link, 'https');
-  t.same(s.emitted, [{ type: 'CONFIG', config: { device_id: 'dev-1' } }]);
+  t.same(s.emitted, [{ type: 'CONFIG', config: CONFIG }]);
 
   t.equal(s.polls.calls.length, 1, 'polls at once');
   s.polls.calls[0].resolve(order('A'));

@@ -1,17 +1,16 @@
 /**
  * `ngtt demo` (what `npm start` runs): a live fleet on loopback. It creates or reuses a dev PKI
- * under data/demo, starts the reference server on its SQLite store, starts simulated devices
- * (NGTT on for all but the last, which shows the HTTPS path), feeds them changing values,
- * issues orders through the admin API and shows what every device is doing.
+ * under ./data/demo of the current directory, starts the reference server on its SQLite store,
+ * starts simulated devices (NGTT on for all but the last, which shows the HTTPS path), feeds
+ * them changing values, issues orders through the admin API and shows what every device is doing.
  */
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { NgttDevice, type NgttDeviceOptions } from '../../device/ngtt-device.js';
 import { createDevDevice, createDevPki, loadDevDevice, loadDevPki, type DevPki } from '../../pki/index.js';
-import { startServer, type NgttServer } from '../../server/index.js';
+import type { NgttServer, ServerOptions } from '../../server/index.js';
 import { adminRequest } from '../admin-client.js';
 import { integerOption, parse, runCommand } from '../common.js';
 import { Display, type FleetView } from './display.js';
@@ -25,15 +24,13 @@ issued through the admin API. Ctrl-C stops it cleanly (devices drain, the server
 
   --devices N        simulated devices (default 3; the last one has NGTT off and uses HTTPS)
   --duration S       stop after S seconds (default: run until Ctrl-C)
-  --data DIR         where the PKI, the server's store and the device spools live (default data/demo)
+  --data DIR         where the PKI, the server's store and the device spools live (default ./data/demo)
   --port N           NGTT port (default 2405; 0 picks a free one)
   --https-port N     HTTPS device API port (default 8443; 0 picks a free one)
   --admin-port N     admin API port (default 8444; 0 picks a free one)
   --order-every MS   how often an order is issued (default 1500)
   --inspect          stream every machine to the XState inspector (@statelyai/inspect)
   --inspect-port N   port of the inspector bridge (default 8080)`;
-
-const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 interface DemoDevice {
   device: NgttDevice;
@@ -59,6 +56,8 @@ export async function runDemo(argv: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     }
+    // The server's optional peers (fastify) load here, before anything is created: a missing one is a clear message.
+    const { startServer } = await import('../../server/server.js');
     const deviceCount = integerOption(o.devices, 'devices', 3, 1, 50);
     const durationS = integerOption(o.duration, 'duration', 0, 0);
     const orderEveryMs = integerOption(o['order-every'], 'order-every', 1500, 50);
@@ -69,13 +68,14 @@ export async function runDemo(argv: string[]): Promise<number> {
     };
     // Listen for Ctrl-C before starting anything: an early one still shuts down cleanly.
     const stopped = untilStopped(durationS);
-    const dataDir = resolve(o.data ?? join(PROJECT_ROOT, 'data', 'demo'));
+    // In the current directory (like `ngtt server`'s ./data), never inside the installed package.
+    const dataDir = resolve(o.data ?? join('data', 'demo'));
     await mkdir(join(dataDir, 'devices'), { recursive: true });
 
     const pki = await devPki(join(dataDir, 'pki'));
     const deviceIds = Array.from({ length: deviceCount }, (_, i) => `dev-${i + 1}`);
     const serverLog = pino({ level: 'info' }, pino.destination({ dest: join(dataDir, 'server.log'), sync: false, mkdir: true }));
-    const server = await startDemoServer(pki, join(dataDir, 'server'), ports, serverLog);
+    const server = await startDemoServer(startServer, pki, join(dataDir, 'server'), ports, serverLog);
     const adminUrl = `http://127.0.0.1:${server.adminPort}`;
     console.log(`NGTT demo: server on 127.0.0.1 — NGTT ${server.ngttPort}, HTTPS ${server.httpsPort}, admin ${adminUrl}`);
     console.log(`data in ${dataDir} (server.log, devices.log); try: ngtt order list dev-1 --admin ${adminUrl}`);
@@ -125,7 +125,7 @@ async function devPki(dir: string): Promise<DevPki> {
   return existsSync(join(dir, 'ca.crt')) ? loadDevPki(dir) : createDevPki(dir);
 }
 
-async function startDemoServer(pki: DevPki, dataDir: string, ports: { ngttPort: number; httpsPort: number; adminPort: number }, logger: Logger): Promise<NgttServer> {
+async function startDemoServer(startServer: (o: ServerOptions) => Promise<NgttServer>, pki: DevPki, dataDir: string, ports: { ngttPort: number; httpsPort: number; adminPort: number }, logger: Logger): Promise<NgttServer> {
   const options = { tls: { ca: pki.ca.cert, cert: pki.server.cert, key: pki.server.key }, host: '127.0.0.1', dataDir, logger };
   try {
     return await startServer({ ...options, ...ports });

@@ -1,5 +1,6 @@
 /**
- * RabbitMQ building blocks for a stateless NGTT gateway fleet (issue #8, docs/rabbitmq.md).
+ * `ngtt/server/rabbitmq`: the server's Store on RabbitMQ (`openRabbitStore`, what `ngtt server
+ * --store rabbitmq` runs) and its building blocks for a stateless NGTT gateway fleet (issue #8, docs/rabbitmq.md).
  *
  *   const rabbit = await openRabbitBackbone({ url, prefix: 'ngtt' });
  *   await rabbit.orders.enqueueOrder(deviceId, sections);            // admin side, any gateway
@@ -18,6 +19,7 @@ export * from './topology.js';
 export * from './publisher.js';
 export * from './order-queue.js';
 export * from './sink.js';
+export * from './store.js';
 
 export interface RabbitBackboneOptions extends BrokerConnectionOptions, TopologyOptions {
   /** Which settled orders go to `<prefix>.orders.settled`. Default 'rejected'. */

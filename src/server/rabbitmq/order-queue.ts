@@ -1,7 +1,7 @@
 /**
  * Orders on RabbitMQ: one durable quorum queue per device (`<prefix>.orders.<deviceId>`, single
  * active consumer). The admin side enqueues from any gateway (`enqueueOrder`); the gateway that
- * holds the device's NGTT connection pulls from an `OrderSource`:
+ * holds the device's NGTT connection pulls from an `OrderQueueSource`:
  *
  *   const src = await orders.openOrderSource(deviceId, { window: 4 });
  *   src.onOrder((o) => sendOrderFrame(o.id, o.sections));   // at most `window` unsettled
@@ -52,7 +52,8 @@ export interface OrderSourceOptions {
   timeoutMs?: number;
 }
 
-export interface OrderSource {
+/** A device's order queue being consumed (the server's `OrderSource` is its pull-style adapter, store.ts). */
+export interface OrderQueueSource {
   readonly deviceId: string;
   readonly window: number;
   /** Orders handed to the listener and not settled yet (≤ window). */
@@ -148,7 +149,7 @@ export class OrderQueues {
   }
 
   /** Starts consuming the device's orders; resolves once the consumer is registered. */
-  async openOrderSource(deviceId: string, options: OrderSourceOptions = {}): Promise<OrderSource> {
+  async openOrderSource(deviceId: string, options: OrderSourceOptions = {}): Promise<OrderQueueSource> {
     const source = new RabbitOrderSource(this.conn, this.opts, deviceId, options.window ?? DEFAULT_WINDOW);
     try {
       await source.ready(options.timeoutMs ?? 10_000);
@@ -183,7 +184,7 @@ interface Entry {
   emitted: boolean;
 }
 
-class RabbitOrderSource implements OrderSource {
+class RabbitOrderSource implements OrderQueueSource {
   private readonly managed: ManagedChannel;
   private readonly entries = new Map<string, Entry>();
   private readonly held: Entry[] = [];

@@ -49,7 +49,7 @@ import type {
 import { ManagedChannel } from './channel.js';
 import { BrokerConnection, type BrokerConnectionOptions, type Logger } from './connection.js';
 import { openRabbitBackbone, type RabbitBackbone } from './index.js';
-import { OrderQueues, UnknownOrderError, type OrderDelivery, type OrderSource as BrokerSource } from './order-queue.js';
+import { OrderQueues, UnknownOrderError, type OrderDelivery, type OrderQueueSource as BrokerSource } from './order-queue.js';
 import { Sink } from './sink.js';
 import { checkDeviceId, HEADER_DEVICE, HEADER_OUTCOME, HEADER_REASON, type TopologyOptions } from './topology.js';
 

@@ -5,7 +5,10 @@
  * `settle` = ack, `close` = channel close (the broker requeues what is unacked).
  * Every method is async so that a networked store fits too.
  */
-import type { LogRecord, PathpointDeclaration, PathpointSeries, Section } from '../../protocol/index.js';
+import type { CultureContext, DeviceConfig, LogRecord, PathpointDeclaration, PathpointSeries, Section } from '../../protocol/index.js';
+
+/** The device configuration's shape is the protocol's (GET /v1/device, spec §9). */
+export type { CultureContext, DeviceConfig };
 
 /**
  * queued → in-flight (pushed over NGTT) → confirmed | rejected; in-flight goes back to queued
@@ -68,20 +71,6 @@ export interface StoredLogRecord extends LogRecord {
   receivedAt: number;
 }
 
-export interface CultureContext {
-  language: string;
-  timezone: string;
-  units: string;
-}
-
-/** GET /v1/device (spec §9). */
-export interface DeviceConfig {
-  device_id: string;
-  verbose_name: string;
-  facets: string[];
-  culture_context: CultureContext;
-  slave_devices: unknown[];
-}
 
 export type DeviceConfigPatch = Partial<Omit<DeviceConfig, 'device_id' | 'culture_context'>> & {
   culture_context?: Partial<CultureContext>;

@@ -13,6 +13,7 @@ import { createMemoryStore } from '../../../src/server/store/index.js';
 import { BROKER_URL, brokerReachable, cleanup, order, SKIP_REASON, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
 import { RawDevice, type ReceivedOrder } from '../../helpers/raw-device.js';
 import { makePki } from '../../helpers/server-fixture.js';
+import { NGTT } from '../../helpers/cli.js';
 
 const ROOT = join(import.meta.dirname, '..', '..', '..');
 
@@ -48,7 +49,7 @@ if (!(await brokerReachable())) {
   });
 
   const startGateway = async (name: string): Promise<Gateway> => {
-    const args = ['bin/ngtt.js', 'server', '--store', 'rabbitmq', '--amqp-url', BROKER_URL, '--amqp-prefix', prefix, '--memory'];
+    const args = [...NGTT, 'server', '--store', 'rabbitmq', '--amqp-url', BROKER_URL, '--amqp-prefix', prefix, '--memory'];
     args.push('--ca', files.ca, '--cert', files.cert, '--key', files.key, '--port', '0', '--https-port', '0', '--admin-port', '0');
     const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, NGTT_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'inherit', 'pipe'] });
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
