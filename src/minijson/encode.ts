@@ -257,6 +257,8 @@ function writeBigInt(v: bigint): void {
 
 /** Strings up to this many UTF-16 units are written in JS; longer ones by Buffer#write. */
 const JS_STRING_MAX = 64;
+/** Beyond this many units, the exact UTF-8 length is measured first rather than reserving 3 bytes per unit. */
+const MEASURED_STRING_MIN = 0x10000;
 
 function writeString(s: string): void {
   const n = s.length;
@@ -266,19 +268,31 @@ function writeString(s: string): void {
     const h = pos++;
     const len = writeUtf8(s);
     buf[h] = SHORT_STR | len;
-    return;
+  } else if (n < MEASURED_STRING_MIN) {
+    // Guess the header from the length in units (exact for ASCII); UTF-8 is never shorter, so
+    // a wrong guess is too small: move the bytes up to make room for the right one.
+    const guess = headerSize(n, 127);
+    ensure(5 + n * 3);
+    const h = pos;
+    pos += guess;
+    const len = n <= JS_STRING_MAX ? writeUtf8(s) : writeUtf8Native(s);
+    const actual = headerSize(len, 127);
+    if (actual !== guess) buf.copyWithin(h + actual, h + guess, pos);
+    pos = h;
+    writeSizeHeader(len, SHORT_STR, 127, STR8, STR16, STR32);
+    pos += len;
+  } else {
+    checkWellFormed(s);
+    const len = Buffer.byteLength(s, 'utf8');
+    ensure(5 + len);
+    writeSizeHeader(len, SHORT_STR, 127, STR8, STR16, STR32);
+    pos += buf.write(s, pos, len, 'utf8');
   }
-  // Guess the header from the length in units (exact for ASCII); move the bytes if it was wrong.
-  const guess = headerSize(n, 127);
-  ensure(5 + n * 3);
-  const h = pos;
-  pos += guess;
-  const len = n <= JS_STRING_MAX ? writeUtf8(s) : writeUtf8Native(s);
-  const actual = headerSize(len, 127);
-  if (actual !== guess) buf.copyWithin(h + actual, h + guess, pos);
-  pos = h;
-  writeSizeHeader(len, SHORT_STR, 127, STR8, STR16, STR32);
-  pos += len;
+}
+
+function checkWellFormed(s: string): void {
+  // A lone surrogate has no UTF-8 form; writing U+FFFD instead would silently change the data.
+  if (!s.isWellFormed()) throw new EncodingError('string contains a lone UTF-16 surrogate');
 }
 
 /**
@@ -303,8 +317,7 @@ function writeUtf8(s: string): number {
 }
 
 function writeUtf8Native(s: string): number {
-  // A lone surrogate has no UTF-8 form; writing U+FFFD instead would silently change the data.
-  if (!s.isWellFormed()) throw new EncodingError('string contains a lone UTF-16 surrogate');
+  checkWellFormed(s);
   const len = buf.write(s, pos, 'utf8');
   pos += len;
   return len;
