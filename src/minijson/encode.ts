@@ -151,28 +151,28 @@ function writeNumber(x: number): void {
 
 /** A number, its room (SLACK bytes) already made. */
 function writeNumberInRoom(x: number): void {
-  if (!Number.isInteger(x)) writeFloat(x);
-  else if (x >= -0x80000000 && x < 0x80000000) {
-    if (x !== 0 || 1 / x > 0) writeInt32(x);
-    else writeFloat(x); // -0 is not an integer on the wire: it stays a float, as the reference writes it
-  } else if (x >= 0 && x < TWO32) {
-    scratch.setUint8(pos, UINT32);
-    scratch.setUint32(pos + 1, x);
-    pos += 5;
-  } else if (x <= MAX_SAFE && x >= -MAX_SAFE) writeWideInteger(x);
-  else writeFloat(x);
-}
-
-/** Single when it holds the value exactly (NaN and ±Infinity included), else double: lossless. */
-function writeFloat(x: number): void {
+  if (Number.isInteger(x)) {
+    if (x >= -0x80000000 && x < 0x80000000) {
+      // -0 is not an integer on the wire: it stays a float, as the reference writes it.
+      if (x !== 0 || 1 / x > 0) return writeInt32(x);
+    } else if (x >= 0 && x < TWO32) {
+      scratch.setUint8(pos, UINT32);
+      scratch.setUint32(pos + 1, x);
+      pos += 5;
+      return;
+    } else if (x <= MAX_SAFE && x >= -MAX_SAFE) return writeWideInteger(x);
+  }
+  // A float: single when it holds the value exactly (NaN and ±Infinity included), else double: lossless.
+  const v = scratch;
+  const p = pos;
   if (Math.fround(x) === x || x !== x) {
-    buf[pos] = FLOAT32;
-    scratch.setFloat32(pos + 1, x);
-    pos += 5;
+    v.setUint8(p, FLOAT32);
+    v.setFloat32(p + 1, x);
+    pos = p + 5;
   } else {
-    buf[pos] = FLOAT64;
-    scratch.setFloat64(pos + 1, x);
-    pos += 9;
+    v.setUint8(p, FLOAT64);
+    v.setFloat64(p + 1, x);
+    pos = p + 9;
   }
 }
 
