@@ -170,4 +170,11 @@ t.test('decoding a view into a larger buffer reads only the view', async (t) => 
   big.set(payload, 10);
   t.same(decode(big.subarray(10, 10 + payload.length)), [1_760_000_000_000, 1.5, -2, 'x']);
   t.throws(() => decode(big.subarray(10, 10 + payload.length - 1)), DecodingError, 'one byte short fails, though the buffer goes on');
+  // The list fast paths (double, ms timestamp, 16-bit int) at the very end of the input, and cut short.
+  for (const v of [[0.1], [1_760_000_000_000], [-300], [40_000], [0.1, 1_760_000_000_000, -300, 40_000]]) {
+    const bytes = Buffer.from(encode(v));
+    t.same(decode(bytes), v);
+    const padded = Buffer.concat([bytes.subarray(0, bytes.length - 1), Buffer.alloc(16, 0x0a)]);
+    for (let cut = 1; cut < bytes.length; cut++) t.throws(() => decode(padded.subarray(0, cut)), DecodingError, `${JSON.stringify(v)} cut at ${cut}`);
+  }
 });
