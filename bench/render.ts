@@ -125,7 +125,7 @@ if (codec) {
   md.push('| document | encode × msgpackr | decode × msgpackr | encode × JSON | decode × JSON |', '|---|---:|---:|---:|---:|');
   for (const [d, r] of Object.entries<any>(codec.ratios)) md.push(`| ${d} | ${ratio(r.encodeVsMsgpackr)} | ${ratio(r.decodeVsMsgpackr)} | ${ratio(r.encodeVsJson)} | ${ratio(r.decodeVsJson)} |`);
   md.push('');
-  md.push('| document | codec | encode ops/s | decode ops/s | encode ops/s (wall) | decode ops/s (wall) | bytes |', '|---|---|---:|---:|---:|---:|---:|');
+  md.push('| document | codec | encode ops/CPU-s | decode ops/CPU-s | encode ops/s (wall) | decode ops/s (wall) | bytes |', '|---|---|---:|---:|---:|---:|---:|');
   for (const r of codec.rows) md.push(`| ${r.document} | ${r.codec} | ${fmt(r.encodeOps)} | ${fmt(r.decodeOps)} | ${fmt(r.encodeOpsWall ?? NaN)} | ${fmt(r.decodeOpsWall ?? NaN)} | ${r.bytes} |`);
   md.push('');
   const rows = codec.rows.filter((r: any) => r.document === 'pathpoints (1000 values)');
