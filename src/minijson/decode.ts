@@ -399,8 +399,10 @@ function readMap(n: number, depth: number): Record<string, unknown> | Map<unknow
 
 declare module 'node:buffer' {
   interface Buffer {
-    /** Node's own string slicers (what toString calls after checking its arguments); present since Node 0.x. */
-    latin1Slice(start: number, end: number): string;
+    /**
+     * Node's own UTF-8 slicer, what toString('utf8', start, end) calls after checking its
+     * arguments (undocumented, present in every Node release; msgpackr relies on it too).
+     */
     utf8Slice(start: number, end: number): string;
   }
 }
