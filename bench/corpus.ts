@@ -11,12 +11,14 @@ function rng(seed: number): () => number {
   };
 }
 
-/** A DATA_STREAM payload: `values` values spread over 10 pathpoints of mixed types. */
-export function pathpointBatch(values = 1000, seed = 1): unknown {
+/**
+ * A DATA_STREAM payload: `values` values spread over 10 pathpoints of mixed types, one per
+ * second from `t0` (ms), with an error entry now and then.
+ */
+export function pathpointBatch(values = 1000, seed = 1, t0 = 1_760_000_000_000): unknown {
   const r = rng(seed);
   const paths = ['W1', 'W2', 'w3', 'f4', 'f5', 'd6', 'W7', 'f8', 'B9', 'u10'];
   const perPath = Math.ceil(values / paths.length);
-  const t0 = 1_760_000_000_000;
   return paths.map((path, p) => ({
     path,
     values: Array.from({ length: perPath }, (_, i) => {
@@ -46,13 +48,13 @@ export function orderList(seed = 2): unknown {
   }));
 }
 
-/** A LOGS payload: 100 records. */
-export function logBatch(seed = 3): unknown {
+/** A LOGS payload: 100 records, `when` in µs from `t0`. */
+export function logBatch(seed = 3, t0 = 1_760_000_000_000_000): unknown {
   const r = rng(seed);
   const words = ['modbus', 'timeout', 'reading', 'register', 'slave', 'retry', 'ok', 'sensor', 'value', 'written'];
   return Array.from({ length: 100 }, (_, i) => ({
     service: 'device',
-    when: 1_760_000_000_000_000 + i * 1537,
+    when: t0 + i * 1537,
     message: Array.from({ length: 4 + Math.floor(r() * 12) }, () => words[Math.floor(r() * words.length)]).join(' '),
     level: [10, 20, 30, 40][i % 4],
     ...(i % 25 === 0 ? { exception_text: 'Error: timeout\n    at read (modbus.ts:42)\n    at poll (device.ts:7)' } : {}),

@@ -113,11 +113,22 @@ if (fleet) {
 
 const codec = read('codec');
 if (codec) {
-  md.push(`## Codec`, '', `${codec.date}, node ${codec.node}, median of ${codec.rounds} × ${codec.msPerRound} ms (\`npm run bench:codec\`).`, '');
-  md.push('| document | codec | encode ops/s | decode ops/s | bytes |', '|---|---|---:|---:|---:|');
-  for (const r of codec.rows) md.push(`| ${r.document} | ${r.codec} | ${fmt(r.encodeOps)} | ${fmt(r.decodeOps)} | ${r.bytes} |`);
+  const load = codec.load ? ` Load average (1/5/15 min) ${codec.load.before.map((l: number) => l.toFixed(1)).join(' / ')} at the start: the machine was shared, not quiet.` : '';
+  md.push(`## Codec`, '', `${codec.date}, node ${codec.node}, ${codec.cpu ?? ''}; median of ${codec.rounds} rounds × ${codec.msPerRound} ms per contender, each scenario in its own process (\`npm run bench:codec\`).${load}`, '');
+  if (codec.rate) md.push(`Rates: ${codec.rate}. Ratios: median (and range) of the per-round ratios between contenders that ran back to back.`, '');
+  if (codec.goals?.length) {
+    md.push('| goal (issue 14) | median | range | met |', '|---|---:|---:|---|');
+    for (const g of codec.goals) md.push(`| ${g.goal} | ${fmt(g.median)} | ${fmt(g.min)}–${fmt(g.max)} | ${g.met ? 'yes' : '**no**'} |`);
+    md.push('');
+  }
+  const ratio = (v: any) => (typeof v === 'number' ? fmt(v) : v ? `${fmt(v.median)} (${fmt(v.min)}–${fmt(v.max)})` : 'n/a');
+  md.push('| document | encode × msgpackr | decode × msgpackr | encode × JSON | decode × JSON |', '|---|---:|---:|---:|---:|');
+  for (const [d, r] of Object.entries<any>(codec.ratios)) md.push(`| ${d} | ${ratio(r.encodeVsMsgpackr)} | ${ratio(r.decodeVsMsgpackr)} | ${ratio(r.encodeVsJson)} | ${ratio(r.decodeVsJson)} |`);
   md.push('');
-  const rows = codec.rows.filter((r: any) => r.document.startsWith('pathpoints'));
+  md.push('| document | codec | encode ops/CPU-s | decode ops/CPU-s | encode ops/s (wall) | decode ops/s (wall) | bytes |', '|---|---|---:|---:|---:|---:|---:|');
+  for (const r of codec.rows) md.push(`| ${r.document} | ${r.codec} | ${fmt(r.encodeOps)} | ${fmt(r.decodeOps)} | ${fmt(r.encodeOpsWall ?? NaN)} | ${fmt(r.decodeOpsWall ?? NaN)} | ${r.bytes} |`);
+  md.push('');
+  const rows = codec.rows.filter((r: any) => r.document === 'pathpoints (1000 values)');
   const f = barChart('Codec: decode 1 000 pathpoint values (ops/s, higher is better)', 'ops/s', rows.map((r: any) => ({ label: r.codec, value: r.decodeOps, highlight: r.codec === 'minijson' })), 'codec.svg');
   md.push(`![codec](${f})`, '');
 }

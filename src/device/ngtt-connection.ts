@@ -11,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay } from '../../machines/common.js';
 import { encode } from '../minijson/index.js';
-import { FrameType, TidAllocator, encodeFrame, parseSections, type Frame, type LogRecord, type ParsedSections, type PathpointSeries } from '../protocol/index.js';
+import { FrameType, TidAllocator, parseSections, type Frame, type LogRecord, type ParsedSections, type PathpointSeries } from '../protocol/index.js';
 import { decodePayload } from './socket-actor.js';
 import { ConnectionClosedError, NgttSocket, type NgttConnectOptions } from './tls-transport.js';
 
@@ -98,7 +98,7 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
   /** Best effort (spec §7): false when not connected (the records are not kept). */
   streamLogs(records: LogRecord[]): boolean {
     if (!this.connected) return false;
-    this.write(encodeFrame(0, FrameType.LOGS, encode(records)), true);
+    this.write(true, (socket) => socket.sendValue(0, FrameType.LOGS, records));
     return true;
   }
 
@@ -125,14 +125,14 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     const tick = Math.max(10, Math.min(1000, (this.options.pingIdleMs ?? 30_000) / 4));
     clearInterval(this.timer);
     this.timer = setInterval(() => this.keepalive(socket), tick).unref();
-    if (this.options.wantOrders ?? true) this.write(encodeFrame(0, FrameType.FETCH_ORDERS), true);
+    if (this.options.wantOrders ?? true) this.write(true, (s) => s.sendEmpty(0, FrameType.FETCH_ORDERS));
     this.sendSyncs();
     this.emit('connected');
   }
 
-  private write(frame: Buffer, isData: boolean): boolean {
+  private write(isData: boolean, send: (socket: NgttSocket) => boolean): boolean {
     if (isData) this.lastDataSentAt = Date.now();
-    return this.socket!.send(frame);
+    return send(this.socket!);
   }
 
   /** Sends unanswered syncs that are not on the wire yet, while tids and the socket buffer allow. */
@@ -141,8 +141,9 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     for (const s of this.syncs) {
       if (s.tid !== undefined) continue;
       if (this.socket!.needsDrain || this.tids.available === 0) return;
-      s.tid = this.tids.allocate();
-      this.write(encodeFrame(s.tid, FrameType.DATA_STREAM, s.encoded), true);
+      const tid = (s.tid = this.tids.allocate());
+      // The payload goes out as encoded, not copied behind the header (it may be sent again after a reconnect).
+      this.write(true, (socket) => socket.sendEncoded(tid, FrameType.DATA_STREAM, s.encoded));
     }
   }
 
@@ -170,7 +171,7 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
   private order(socket: NgttSocket, frame: Frame): void {
     const answer = (type: number, payload?: unknown) => {
       if (socket !== this.socket || socket.closed) return;
-      this.write(payload === undefined ? encodeFrame(frame.tid, type) : encodeFrame(frame.tid, type, encode(payload)), true);
+      this.write(true, (s) => (payload === undefined ? s.sendEmpty(frame.tid, type) : s.sendValue(frame.tid, type, payload)));
     };
     let parsed: ParsedSections;
     try {
@@ -198,7 +199,8 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     }
     if (now - socket.lastSentAt >= (o.pingIdleMs ?? 30_000) && this.tids.available > 0) {
       this.pingTid = this.tids.allocate();
-      this.write(encodeFrame(this.pingTid, FrameType.PING), false);
+      const tid = this.pingTid;
+      this.write(false, (s) => s.sendEmpty(tid, FrameType.PING));
     }
   }
 

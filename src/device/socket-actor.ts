@@ -6,7 +6,7 @@ import { fromCallback } from 'xstate';
 import type { OutFrame } from '../../machines/common.js';
 import type { SocketCommand, SocketEvent, SocketInput } from '../../machines/connection.js';
 import { decode } from '../minijson/index.js';
-import { encodeFrame, encodeValueFrame, frameTypeName } from '../protocol/index.js';
+import { frameTypeName } from '../protocol/index.js';
 import { NgttSocket, type NgttConnectOptions } from './tls-transport.js';
 
 /** Byte counters kept across connections (the device's status). */
@@ -22,11 +22,13 @@ export interface SocketActorOptions {
   onBadPayload?: (type: number, error: Error) => void;
 }
 
-/** `encoded` as is, else `payload` as MiniJSON, else an empty payload (see OutFrame). */
-export function encodeOutFrame(frame: OutFrame): Buffer {
-  if (frame.encoded) return encodeFrame(frame.tid, frame.type, frame.encoded);
-  if (frame.payload !== undefined) return encodeValueFrame(frame.tid, frame.type, frame.payload);
-  return encodeFrame(frame.tid, frame.type);
+/** Sends `encoded` as is, else `payload` as MiniJSON, else an empty payload (see OutFrame). Returns the bytes sent. */
+export function sendOutFrame(socket: NgttSocket, frame: OutFrame): number {
+  const before = socket.bytesSent;
+  if (frame.encoded) socket.sendEncoded(frame.tid, frame.type, frame.encoded);
+  else if (frame.payload !== undefined) socket.sendValue(frame.tid, frame.type, frame.payload);
+  else socket.sendEmpty(frame.tid, frame.type);
+  return socket.bytesSent - before;
 }
 
 /** Decodes a frame payload; undefined when empty. Throws on bad MiniJSON. */
@@ -74,10 +76,9 @@ export function socketActor(options: SocketActorOptions) {
         return;
       }
       if (!socket || socket.closed) return;
-      const bytes = encodeOutFrame(command.frame);
-      socket.send(bytes);
-      counters.bytesSent += bytes.length;
-      report({ type: 'SOCKET.SENT', frameType: command.frame.type, bytes: bytes.length });
+      const bytes = sendOutFrame(socket, command.frame);
+      counters.bytesSent += bytes;
+      report({ type: 'SOCKET.SENT', frameType: command.frame.type, bytes });
     });
 
     return () => {

@@ -12,39 +12,60 @@ export interface DecodeOptions {
 
 /*
  * The decoder keeps its cursor in module state (it never calls out to user code, so it cannot
- * be re-entered) and reads bytes directly; a DataView is made only if a float turns up.
+ * be re-entered) and reads bytes directly, or whole words through a DataView over the input.
+ * Every read is bounded by `end`; every count is checked against the bytes left before
+ * anything is allocated for it.
  */
 let data: Buffer = Buffer.alloc(0);
+let view = new DataView(data.buffer, data.byteOffset, 0);
+/** Where `data` starts in `view` (the view spans the whole ArrayBuffer under `data`). */
+let base = 0;
 let pos = 0;
 let end = 0;
 let maxDepth = DEFAULT_MAX_DEPTH;
-let view: DataView | null = null;
 
 const TWO32 = 0x1_0000_0000;
 
 /** Decodes one MiniJSON value from the start of `bytes`. Bytes after it are ignored, as the reference does. */
 export function decode(bytes: Uint8Array, options?: DecodeOptions): unknown {
-  return decodePrefix(bytes, options).value;
+  begin(bytes, options);
+  try {
+    return readValue(0);
+  } finally {
+    release();
+  }
 }
 
 /** Decodes one value and says how many bytes it took. */
 export function decodePrefix(bytes: Uint8Array, options?: DecodeOptions): { value: unknown; length: number } {
-  if (!(bytes instanceof Uint8Array)) throw new DecodingError('input is not a Uint8Array', 0);
-  data = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  pos = 0;
-  end = data.length;
-  maxDepth = options?.maxDepth ?? DEFAULT_MAX_DEPTH;
-  view = null;
+  begin(bytes, options);
   try {
     const value = readValue(0);
     return { value, length: pos };
   } finally {
-    data = EMPTY; // do not keep the caller's buffer alive
-    view = null;
+    release();
   }
 }
 
+function begin(bytes: Uint8Array, options: DecodeOptions | undefined): void {
+  if (!(bytes instanceof Uint8Array)) throw new DecodingError('input is not a Uint8Array', 0);
+  data = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // Many inputs are views of one larger buffer (frames of a received chunk, pool slices): one view per buffer.
+  if (view.buffer !== data.buffer) view = new DataView(data.buffer);
+  base = data.byteOffset;
+  pos = 0;
+  end = data.length;
+  maxDepth = options?.maxDepth ?? DEFAULT_MAX_DEPTH;
+}
+
 const EMPTY = Buffer.alloc(0);
+const EMPTY_VIEW = new DataView(EMPTY.buffer, 0, 0);
+
+function release(): void {
+  // Do not keep the caller's buffer alive.
+  data = EMPTY;
+  view = EMPTY_VIEW;
+}
 
 function fail(what: string, at = pos): never {
   throw new DecodingError(what, at);
@@ -60,82 +81,80 @@ function readValue(depth: number): unknown {
   if (t >= 0x80) return readString(t & 0x7f);
   if (t >= 0x40) {
     const n = t & 0x0f;
-    switch (t & 0xf0) {
-      case SHORT_LIST:
-        return readList(n, depth);
-      case SHORT_OBJ:
-        return readObject(n, depth);
-      case SHORT_MAP:
-        return readMap(n, depth);
-      default:
-        fail(`unknown type byte 0x${t.toString(16)}`, pos - 1);
-    }
+    if (t < SHORT_OBJ) return readList(n, depth);
+    if (t < SHORT_MAP) return readObject(n, depth);
+    if (t < 0x70) return readMap(n, depth);
+    fail(`unknown type byte 0x${t.toString(16)}`, pos - 1);
   }
   switch (t) {
-    case STR8:
-      return readString(readCount(1, 'string length'));
-    case STR16:
-      return readString(readCount(2, 'string length'));
-    case STR32:
-      return readString(readCount(4, 'string length'));
     case INT8:
       need(1, 'int8');
-      return (data[pos++] << 24) >> 24;
+      return view.getInt8(base + pos++);
     case UINT8:
       need(1, 'uint8');
       return data[pos++];
     case INT16: {
       need(2, 'int16');
-      const v = ((data[pos] << 24) | (data[pos + 1] << 16)) >> 16;
+      const v = view.getInt16(base + pos);
       pos += 2;
       return v;
     }
     case UINT16: {
       need(2, 'uint16');
-      const v = (data[pos] << 8) | data[pos + 1];
+      const v = view.getUint16(base + pos);
       pos += 2;
       return v;
     }
     case UINT24: {
       need(3, 'uint24');
-      const v = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2];
+      const v = (data[pos] << 16) | view.getUint16(base + pos + 1);
       pos += 3;
       return v;
     }
     case INT32: {
       need(4, 'int32');
-      const v = (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3];
+      const v = view.getInt32(base + pos);
       pos += 4;
       return v;
     }
     case UINT32: {
       need(4, 'uint32');
-      const v = ((data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]) >>> 0;
+      const v = view.getUint32(base + pos);
       pos += 4;
       return v;
     }
-    case BIGINT:
+    case BIGINT: {
+      if (end - pos >= 7 && data[pos] === 6) {
+        const v = int48At(pos + 1);
+        pos += 7;
+        return v;
+      }
       return readBigInteger();
+    }
+    case FLOAT32: {
+      need(4, 'float32');
+      const v = view.getFloat32(base + pos);
+      pos += 4;
+      return v;
+    }
+    case FLOAT64: {
+      need(8, 'float64');
+      const v = view.getFloat64(base + pos);
+      pos += 8;
+      return v;
+    }
     case NULL:
       return null;
     case TRUE:
       return true;
     case FALSE:
       return false;
-    case FLOAT32: {
-      need(4, 'float32');
-      view ??= new DataView(data.buffer, data.byteOffset, data.byteLength);
-      const v = view.getFloat32(pos);
-      pos += 4;
-      return v;
-    }
-    case FLOAT64: {
-      need(8, 'float64');
-      view ??= new DataView(data.buffer, data.byteOffset, data.byteLength);
-      const v = view.getFloat64(pos);
-      pos += 8;
-      return v;
-    }
+    case STR8:
+      return readString(readCount(1, 'string length'));
+    case STR16:
+      return readString(readCount(2, 'string length'));
+    case STR32:
+      return readString(readCount(4, 'string length'));
     case LIST8:
       return readList(readCount(1, 'list length'), depth);
     case LIST16:
@@ -168,91 +187,105 @@ function readValue(depth: number): unknown {
 /** Reads an unsigned big-endian count of `size` bytes. */
 function readCount(size: 1 | 2 | 4, what: string): number {
   need(size, what);
-  let v: number;
-  if (size === 1) v = data[pos];
-  else if (size === 2) v = (data[pos] << 8) | data[pos + 1];
-  else v = ((data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]) >>> 0;
+  const v = size === 1 ? data[pos] : size === 2 ? view.getUint16(base + pos) : view.getUint32(base + pos);
   pos += size;
   return v;
 }
 
+// ---- strings ------------------------------------------------------------------------------
+
 function readString(len: number): string {
   need(len, 'string');
-  const s = utf8(pos, len);
+  const at = pos;
   pos += len;
-  return s;
+  // Short strings repeat (paths, keys, service names, error codes): look them up first.
+  return len <= SHORT_MAX ? shortString(at, len) : utf8(at, len);
 }
 
 /** UTF-8 bytes at [at, at+len) to a string; invalid UTF-8 is a DecodingError, never U+FFFD. */
 function utf8(at: number, len: number): string {
-  if (len <= 16) {
-    // Short strings (keys, paths, enum-like values) are mostly ASCII: build them in JS.
-    let s = '';
-    let i = 0;
-    for (; i < len; i++) {
-      const c = data[at + i];
-      if (c >= 0x80) break;
-      s += String.fromCharCode(c);
-    }
-    if (i === len) return s;
-  } else if (len <= 4096) {
-    // Medium strings: an ASCII scan here is cheaper than full UTF-8 validation natively.
-    let i = at;
-    const stop = at + len;
-    while (i < stop && data[i] < 0x80) i++;
-    if (i === stop) return data.toString('latin1', at, stop);
-  }
-  if (!isUtf8(data.subarray(at, at + len))) fail('string is not valid UTF-8', at);
-  return data.toString('utf8', at, at + len);
+  const s = data.utf8Slice(at, at + len);
+  // Node's decoder turns every invalid sequence into U+FFFD; a string without one (found at
+  // once in an ASCII or latin1 result) was valid. With one, it may still be a genuine U+FFFD.
+  if (s.indexOf('\ufffd') !== -1 && !isUtf8(data.subarray(at, at + len))) fail('string is not valid UTF-8', at);
+  return s;
 }
 
 /*
- * Object keys repeat (every record has "path", "values", "when"...): a small cache of short
- * ASCII keys, indexed by a hash of their bytes, saves building the same string again.
+ * Short strings (object keys above all, but also repeated values) go through a small cache of
+ * ASCII strings, indexed by a hash of their first and last four bytes. Each slot keeps the
+ * string and its bytes as up to four big-endian words, so a hit is confirmed by comparing
+ * words, and builds no string. A miss builds the string and takes the slot. The cache holds
+ * no reference to the input.
  */
-const KEY_CACHE_BITS = 12;
-const keyCache: (string | undefined)[] = new Array(1 << KEY_CACHE_BITS).fill(undefined);
+const SHORT_MAX = 16;
+const CACHE_BITS = 12;
+const cacheStrings: string[] = new Array<string>(1 << CACHE_BITS).fill('');
+/** Per slot: bytes [0,4), [4,8), [8,12) and the last four (overlapping), or the 1-3 bytes and length in word 0. */
+const cacheWords = new Int32Array(4 << CACHE_BITS);
 
-function cachedKey(at: number, len: number): string {
-  let h = len;
-  for (let i = 0; i < len; i++) h = (Math.imul(h, 31) + data[at + i]) | 0;
-  const slot = (h ^ (h >>> KEY_CACHE_BITS)) & ((1 << KEY_CACHE_BITS) - 1);
-  const hit = keyCache[slot];
-  if (hit !== undefined && hit.length === len) {
-    let i = 0;
-    while (i < len && hit.charCodeAt(i) === data[at + i]) i++;
-    if (i === len) return hit;
+function shortString(at: number, len: number): string {
+  const a = base + at;
+  let w0: number;
+  let wl: number;
+  if (len >= 4) {
+    w0 = view.getInt32(a);
+    wl = view.getInt32(a + len - 4);
+  } else if (len > 0) {
+    w0 = wl = (len << 24) | (data[at] << 16) | (len > 1 ? data[at + 1] << 8 : 0) | (len > 2 ? data[at + 2] : 0);
+  } else return '';
+  const slot = (Math.imul(w0, 0x9e3779b1) ^ Math.imul(wl + len, 0x85ebca77)) >>> (32 - CACHE_BITS);
+  const k = slot << 2;
+  const hit = cacheStrings[slot];
+  if (
+    hit.length === len &&
+    cacheWords[k] === w0 &&
+    cacheWords[k + 3] === wl &&
+    (len <= 8 || (cacheWords[k + 1] === view.getInt32(a + 4) && (len <= 12 || cacheWords[k + 2] === view.getInt32(a + 8))))
+  ) {
+    return hit;
   }
-  const key = utf8(at, len);
-  // Only ASCII keys are cached: for them chars and bytes compare one to one.
-  if (key.length === len) keyCache[slot] = key;
-  return key;
+  const s = utf8(at, len);
+  // Only ASCII strings are cached: for them, equal bytes mean an equal string.
+  if (s.length === len) {
+    cacheStrings[slot] = s;
+    cacheWords[k] = w0;
+    cacheWords[k + 1] = len > 8 ? view.getInt32(a + 4) : 0;
+    cacheWords[k + 2] = len > 12 ? view.getInt32(a + 8) : 0;
+    cacheWords[k + 3] = wl;
+  }
+  return s;
 }
+
+// ---- numbers and binary -------------------------------------------------------------------
 
 function readBigInteger(): number | bigint {
   const n = readCount(1, 'integer length');
   need(n, 'integer');
-  const at = pos;
+  const at = base + pos;
   pos += n;
-  if (n === 0) return 0;
-  if (n <= 6) return signedFromBytes(at, n); // up to 48 bits: exact in a double
+  // Safe integers of 5 to 7 bytes (ms timestamps take 6, µs timestamps 7) as high and low words.
+  if (n === 6) return view.getInt16(at) * TWO32 + view.getUint32(at + 2);
+  if (n === 5) return view.getInt8(at) * TWO32 + view.getUint32(at + 1);
   if (n === 7) {
-    const hi = ((data[at] << 24) >> 8) | (data[at + 1] << 8) | data[at + 2]; // signed 24-bit
-    const lo = ((data[at + 3] << 24) | (data[at + 4] << 16) | (data[at + 5] << 8) | data[at + 6]) >>> 0;
-    const v = hi * TWO32 + lo;
+    const v = ((view.getInt8(at) << 16) | view.getUint16(at + 1)) * TWO32 + view.getUint32(at + 3);
     if (Number.isSafeInteger(v)) return v;
+  }
+  return wideInteger(at - base, n);
+}
+
+/** Any other length (the reference writes ≥ 5, but fewer bytes are valid): exact, as a number when safe. */
+function wideInteger(at: number, n: number): number | bigint {
+  if (n === 0) return 0;
+  if (n <= 6) {
+    let v = 0;
+    for (let i = 0; i < n; i++) v = v * 256 + data[at + i];
+    return data[at] >= 0x80 ? v - 256 ** n : v;
   }
   let b = 0n;
   for (let i = 0; i < n; i++) b = (b << 8n) | BigInt(data[at + i]);
   if (data[at] >= 0x80) b -= 1n << BigInt(8 * n);
   return Number.isSafeInteger(Number(b)) && BigInt(Number(b)) === b ? Number(b) : b;
-}
-
-/** Two's complement integer of n <= 6 bytes, as a number (exact). */
-function signedFromBytes(at: number, n: number): number {
-  let v = 0;
-  for (let i = 0; i < n; i++) v = v * 256 + data[at + i];
-  return data[at] >= 0x80 ? v - 256 ** n : v;
 }
 
 function readBytes(len: number): Uint8Array {
@@ -263,17 +296,55 @@ function readBytes(len: number): Uint8Array {
   return out;
 }
 
+// ---- containers ---------------------------------------------------------------------------
+
 function enter(depth: number): number {
   if (depth >= maxDepth) fail(`nesting deeper than ${maxDepth}`);
   return depth + 1;
+}
+
+/** A 6-byte integer (a millisecond timestamp) at `at`: a signed 16-bit high word and a 32-bit low word. */
+function int48At(at: number): number {
+  return view.getInt16(base + at) * TWO32 + view.getUint32(base + at + 2);
+}
+
+/**
+ * readValue, with the commonest types of pathpoint values (doubles, millisecond timestamps)
+ * tried first: not recursive, so V8 inlines it into readList, saving a call per value.
+ */
+function readElement(depth: number): unknown {
+  if (end - pos >= 9) {
+    const t = data[pos];
+    if (t === FLOAT64) {
+      const v = view.getFloat64(base + pos + 1);
+      pos += 9;
+      return v;
+    }
+    if (t === BIGINT && data[pos + 1] === 6) {
+      const v = int48At(pos + 2);
+      pos += 8;
+      return v;
+    }
+    if (t === UINT16 || t === INT16) {
+      const v = t === UINT16 ? view.getUint16(base + pos + 1) : view.getInt16(base + pos + 1);
+      pos += 3;
+      return v;
+    }
+  }
+  return readValue(depth);
 }
 
 function readList(n: number, depth: number): unknown[] {
   // Every element takes at least one byte: refuse counts the input cannot hold before allocating.
   if (n > end - pos) fail(`list claims ${n} elements but only ${end - pos} bytes are left`);
   const d = enter(depth);
+  if (n === 2) {
+    // [timestamp, value]: a literal makes a packed array without a hole check per element.
+    const first = readElement(d);
+    return [first, readElement(d)];
+  }
   const list = new Array(n);
-  for (let i = 0; i < n; i++) list[i] = readValue(d);
+  for (let i = 0; i < n; i++) list[i] = readElement(d);
   return list;
 }
 
@@ -285,17 +356,19 @@ function readObject(n: number, depth: number): Record<string, unknown> {
     need(1, 'key length');
     const len = data[pos++];
     need(len, 'key');
-    const key = len <= 16 ? cachedKey(pos, len) : utf8(pos, len);
+    const at = pos;
     pos += len;
-    setProperty(obj, key, readValue(d));
+    const key = len <= SHORT_MAX ? shortString(at, len) : utf8(at, len);
+    const value = readValue(d);
+    // `__proto__` becomes an own property (as JSON.parse does), never the object's prototype.
+    if (key === '__proto__') defineOwn(obj, key, value);
+    else obj[key] = value;
   }
   return obj;
 }
 
-/** `__proto__` becomes an own property (as JSON.parse does), never the object's prototype. */
-function setProperty(obj: Record<string, unknown>, key: string, value: unknown): void {
-  if (key === '__proto__') Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
-  else obj[key] = value;
+function defineOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
 /** Any-key map: an object if every key is a string, else a Map. */
@@ -313,10 +386,23 @@ function readMap(n: number, depth: number): Record<string, unknown> | Map<unknow
   }
   if (allStrings) {
     const obj: Record<string, unknown> = {};
-    for (let i = 0; i < n; i++) setProperty(obj, keys[i], values[i]);
+    for (let i = 0; i < n; i++) {
+      if (keys[i] === '__proto__') defineOwn(obj, keys[i], values[i]);
+      else obj[keys[i]] = values[i];
+    }
     return obj;
   }
   const map = new Map<unknown, unknown>();
   for (let i = 0; i < n; i++) map.set(keys[i], values[i]);
   return map;
+}
+
+declare module 'node:buffer' {
+  interface Buffer {
+    /**
+     * Node's own UTF-8 slicer, what toString('utf8', start, end) calls after checking its
+     * arguments (undocumented, present in every Node release; msgpackr relies on it too).
+     */
+    utf8Slice(start: number, end: number): string;
+  }
 }

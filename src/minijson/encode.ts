@@ -10,34 +10,58 @@ export interface EncodeOptions {
 }
 
 /*
- * Encoding writes into one shared, growing buffer. Each result is a view of the bytes it wrote;
- * the next call writes after it, so earlier results stay valid, and a fresh chunk is taken when
- * the current one runs low. This avoids both a copy per call and an allocation per value.
+ * Encoding writes into a shared slab. Each result is a view of the bytes it wrote; the next
+ * call writes after it, so earlier results stay valid (a slab is never written twice), and a
+ * fresh slab is taken when the rest of the current one would not hold a result as large as the
+ * recent ones. Slabs are sized to hold several such results, so a batch encoder allocates one
+ * slab every few calls and almost never copies a half-written result into a bigger slab.
+ *
+ * Every scalar and every container header takes at most SLACK bytes, so one comparison with
+ * `safeEnd` (= slab length - SLACK) per value is the only space check on the hot path; strings
+ * and binary data, which may be longer, check their own length.
  */
-const MIN_CHUNK = 64 * 1024;
-let buf: Buffer = Buffer.allocUnsafeSlow(MIN_CHUNK);
+const MIN_SLAB = 64 * 1024;
+/** A slab is at most this large unless a single result needs more. */
+const MAX_SLAB = 1024 * 1024;
+/** Slab size in multiples of the largest recent result. */
+const RESULTS_PER_SLAB = 8;
+const SLACK = 16;
+
+let buf: Buffer = Buffer.allocUnsafeSlow(MIN_SLAB);
+let scratch: DataView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+let safeEnd = buf.length - SLACK;
 let pos = 0;
+/** Where the result being written begins (positions saved during an encode are kept relative to it: growing moves it). */
 let start = 0;
+/** Largest recent result (decays by half per slab), to size the next slab and to decide when to leave one. */
+let recentMax = 0;
 let maxDepth = DEFAULT_MAX_DEPTH;
 let busy = false;
-let scratch: DataView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const TWO32 = 0x1_0000_0000;
+const TWO_MINUS_32 = 1 / TWO32;
 
+function useSlab(size: number): void {
+  buf = Buffer.allocUnsafeSlow(size);
+  scratch = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  safeEnd = size - SLACK;
+}
+
+/** The current result needs `needed` more bytes than its slab has: move it to a larger one. */
 function grow(needed: number): void {
   const used = pos - start;
-  const size = Math.max(MIN_CHUNK, (used + needed) * 2);
-  const next = Buffer.allocUnsafeSlow(size);
-  buf.copy(next, 0, start, pos);
-  buf = next;
-  scratch = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const old = buf;
+  const oldStart = start;
+  useSlab(Math.max(MIN_SLAB, (used + needed + SLACK) * 2));
+  old.copy(buf, 0, oldStart, oldStart + used);
   start = 0;
   pos = used;
 }
 
+/** Room for `n` bytes (beyond the SLACK every value may use). */
 function ensure(n: number): void {
-  if (pos + n > buf.length) grow(n);
+  if (pos + n > safeEnd) grow(n + SLACK);
 }
 
 /**
@@ -48,22 +72,25 @@ export function encodeWithReserve(value: unknown, reserve: number, options?: Enc
   if (busy) throw new EncodingError('encode() called again while encoding (from a toJSON method?)');
   busy = true;
   maxDepth = options?.maxDepth ?? DEFAULT_MAX_DEPTH;
-  // Start on a fresh chunk when the current one is nearly used, so views stay cheap.
-  if (buf.length - pos < 256 + reserve) {
-    buf = Buffer.allocUnsafeSlow(MIN_CHUNK);
-    scratch = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (safeEnd - pos < reserve + recentMax) {
+    // Leaving the current slab: size the next one for several results like the recent ones,
+    // then let the estimate decay, so that one huge result does not keep slabs huge.
+    useSlab(Math.min(MAX_SLAB, Math.max(MIN_SLAB, RESULTS_PER_SLAB * (reserve + recentMax + SLACK))));
+    recentMax >>>= 1;
     pos = 0;
   }
   start = pos;
   try {
-    ensure(reserve);
-    buf.fill(0, pos, pos + reserve);
-    pos += reserve;
+    if (reserve > 0) {
+      ensure(reserve);
+      buf.fill(0, pos, pos + reserve);
+      pos += reserve;
+    }
     writeValue(value, 0);
     const out = buf.subarray(start, pos);
-    // Keep the next result 8-byte aligned in the chunk.
-    pos = (pos + 7) & ~7;
-    if (pos > buf.length) pos = buf.length;
+    if (out.length > recentMax) recentMax = out.length;
+    // Keep the next result 8-byte aligned in the slab.
+    pos = Math.min((pos + 7) & ~7, buf.length);
     return out;
   } catch (err) {
     pos = start;
@@ -82,43 +109,156 @@ export function encode(value: unknown, options?: EncodeOptions): Uint8Array {
 /** Thrown internally when maxDepth is hit; turned into a cycle or depth error with a path. */
 class DepthExceeded extends Error {}
 
+/*
+ * Dispatch: numbers first (pathpoint data is mostly numbers), then strings, then containers.
+ * Containers call writeValue only for what is not a number, so a [timestamp, value] pair costs
+ * one list header and two writeNumber calls.
+ */
 function writeValue(value: unknown, depth: number): void {
-  switch (typeof value) {
-    case 'string':
-      writeString(value);
+  if (typeof value === 'number') writeNumber(value);
+  else if (typeof value === 'string') writeString(value);
+  else if (typeof value === 'object') {
+    if (value === null) writeByte(NULL);
+    else writeContainer(value, depth);
+  } else if (typeof value === 'boolean') writeByte(value ? TRUE : FALSE);
+  else if (typeof value === 'bigint') writeBigInt(value);
+  else throw new EncodingError(`cannot encode a value of type ${typeof value}`);
+}
+
+function writeByte(b: number): void {
+  if (pos > safeEnd) grow(SLACK);
+  buf[pos++] = b;
+}
+
+function writeContainer(value: object, depth: number): void {
+  if (depth >= maxDepth) throw new DepthExceeded();
+  if (Array.isArray(value)) writeList(value, depth + 1);
+  else if (value instanceof Uint8Array) writeBytes(value);
+  else if (value instanceof Map) writeMap(value, depth + 1);
+  else if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+    writeValue((value as { toJSON(): unknown }).toJSON(), depth);
+  } else if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
+    throw new EncodingError(`cannot encode ${value.constructor.name}; pass a Uint8Array or Buffer`);
+  } else writeObject(value as Record<string, unknown>, depth + 1);
+}
+
+// ---- numbers ------------------------------------------------------------------------------
+
+function writeNumber(x: number): void {
+  if (pos > safeEnd) grow(SLACK);
+  writeNumberInRoom(x);
+}
+
+/** A number, its room (SLACK bytes) already made. */
+function writeNumberInRoom(x: number): void {
+  if (Number.isInteger(x)) {
+    if (x >= -0x80000000 && x < 0x80000000) {
+      // -0 is not an integer on the wire: it stays a float, as the reference writes it.
+      if (x !== 0 || 1 / x > 0) return writeInt32(x);
+    } else if (x >= 0 && x < TWO32) {
+      scratch.setUint8(pos, UINT32);
+      scratch.setUint32(pos + 1, x);
+      pos += 5;
       return;
-    case 'number':
-      writeNumber(value);
-      return;
-    case 'boolean':
-      ensure(1);
-      buf[pos++] = value ? TRUE : FALSE;
-      return;
-    case 'bigint':
-      writeBigInt(value);
-      return;
-    case 'object':
-      if (value === null) {
-        ensure(1);
-        buf[pos++] = NULL;
-        return;
-      }
-      if (depth >= maxDepth) throw new DepthExceeded();
-      if (Array.isArray(value)) writeList(value, depth + 1);
-      else if (value instanceof Uint8Array) writeBytes(value);
-      else if (value instanceof Map) writeMap(value, depth + 1);
-      else if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
-        writeValue((value as { toJSON(): unknown }).toJSON(), depth);
-      } else if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
-        throw new EncodingError(`cannot encode ${value.constructor.name}; pass a Uint8Array or Buffer`);
-      } else writeObject(value as Record<string, unknown>, depth + 1);
-      return;
-    default:
-      throw new EncodingError(`cannot encode a value of type ${typeof value}`);
+    } else if (x <= MAX_SAFE && x >= -MAX_SAFE) return writeWideInteger(x);
+  }
+  // A float: single when it holds the value exactly (NaN and ±Infinity included), else double: lossless.
+  const v = scratch;
+  const p = pos;
+  if (Math.fround(x) === x || x !== x) {
+    v.setUint8(p, FLOAT32);
+    v.setFloat32(p + 1, x);
+    pos = p + 5;
+  } else {
+    v.setUint8(p, FLOAT64);
+    v.setFloat64(p + 1, x);
+    pos = p + 9;
   }
 }
 
-// ---- scalars ------------------------------------------------------------------------------
+/**
+ * The smallest integer type for an int32, in the reference's order of preference. Room is
+ * checked. The type byte and the value go out as one big-endian store where they fit a word.
+ */
+function writeInt32(x: number): void {
+  const v = scratch;
+  const p = pos;
+  if (x >= -0x80 && x < 0x80) {
+    v.setUint16(p, (INT8 << 8) | (x & 0xff));
+    pos = p + 2;
+  } else if (x >= 0 && x < 0x100) {
+    v.setUint16(p, (UINT8 << 8) | x);
+    pos = p + 2;
+  } else if (x >= -0x8000 && x < 0x10000) {
+    v.setUint8(p, x < 0x8000 ? INT16 : UINT16);
+    v.setUint16(p + 1, x & 0xffff);
+    pos = p + 3;
+  } else if (x >= 0 && x < 0x1000000) {
+    v.setUint32(p, (UINT24 << 24) | x);
+    pos = p + 4;
+  } else {
+    v.setUint8(p, INT32);
+    v.setInt32(p + 1, x);
+    pos = p + 5;
+  }
+}
+
+/**
+ * A safe integer beyond 32 bits as type 24 (two's complement, fewest bytes), without BigInt:
+ * millisecond timestamps (~1.7e12, 6 bytes) take this path, so it is hot for pathpoint data.
+ * Room is checked.
+ */
+function writeWideInteger(x: number): void {
+  const lo = x >>> 0; // x mod 2^32: the low word, also for negative x
+  const hi = (x - lo) * TWO_MINUS_32; // exact (a power of two): |hi| < 2^21
+  const v = scratch;
+  const p = pos;
+  // Bytes needed so that -2^(8n-1) <= x < 2^(8n-1): 6 for ms timestamps; 5 to 7 for |x| in [2^31, 2^53).
+  // Type, length and the high bytes go out as one big-endian word where they fit.
+  if (hi >= -0x8000 && hi < 0x8000) {
+    if (hi >= -0x80 && hi < 0x80) {
+      v.setUint16(p, (BIGINT << 8) | 5);
+      v.setInt8(p + 2, hi);
+      v.setUint32(p + 3, lo);
+      pos = p + 7;
+    } else {
+      v.setUint32(p, (BIGINT << 24) | (6 << 16) | (hi & 0xffff));
+      v.setUint32(p + 4, lo);
+      pos = p + 8;
+    }
+  } else {
+    v.setUint32(p, (BIGINT << 24) | (7 << 16) | ((hi >> 8) & 0xffff));
+    v.setUint8(p + 4, hi & 0xff);
+    v.setUint32(p + 5, lo);
+    pos = p + 9;
+  }
+}
+
+function writeBigInt(v: bigint): void {
+  if (v >= -0x80000000n && v < 0x1_0000_0000n) {
+    writeNumber(Number(v));
+    return;
+  }
+  let n = 1;
+  while (v >= 1n << BigInt(8 * n - 1) || v < -(1n << BigInt(8 * n - 1))) n++;
+  if (n > 255) throw new EncodingError('integer needs more than 255 bytes');
+  ensure(2 + n);
+  buf[pos++] = BIGINT;
+  buf[pos++] = n;
+  let u = v < 0n ? (1n << BigInt(8 * n)) + v : v;
+  for (let i = n - 1; i >= 0; i--) {
+    buf[pos + i] = Number(u & 0xffn);
+    u >>= 8n;
+  }
+  pos += n;
+}
+
+// ---- strings and binary -------------------------------------------------------------------
+
+/** Strings up to this many UTF-16 units are written in JS; longer ones by Buffer#write. */
+const JS_STRING_MAX = 64;
+/** Beyond this many units, the exact UTF-8 length is measured first rather than reserving 3 bytes per unit. */
+const MEASURED_STRING_MIN = 0x10000;
 
 function writeString(s: string): void {
   const n = s.length;
@@ -126,62 +266,28 @@ function writeString(s: string): void {
     // At most 3 bytes per UTF-16 unit, so the result surely fits the 1-byte short form.
     ensure(1 + n * 3);
     const h = pos++;
-    buf[h] = SHORT_STR | writeUtf8Short(s);
-    return;
-  }
-  if (n <= 1024) {
-    // Optimistic ASCII (log messages, names): then bytes == chars and the header is known.
-    const hs = n <= 127 ? 1 : n <= 0xff ? 2 : 3;
-    ensure(hs + n);
+    const len = writeUtf8(s);
+    buf[h] = SHORT_STR | len;
+  } else if (n < MEASURED_STRING_MIN) {
+    // Guess the header from the length in units (exact for ASCII); UTF-8 is never shorter, so
+    // a wrong guess is too small: move the bytes up to make room for the right one.
+    const guess = headerSize(n, 127);
+    ensure(5 + n * 3);
     const h = pos;
-    pos += hs;
-    let i = 0;
-    for (; i < n; i++) {
-      const c = s.charCodeAt(i);
-      if (c >= 0x80) break;
-      buf[pos++] = c;
-    }
-    if (i === n) {
-      if (hs === 1) buf[h] = SHORT_STR | n;
-      else if (hs === 2) {
-        buf[h] = STR8;
-        buf[h + 1] = n;
-      } else {
-        buf[h] = STR16;
-        buf[h + 1] = n >>> 8;
-        buf[h + 2] = n & 0xff;
-      }
-      return;
-    }
+    pos += guess;
+    const len = n <= JS_STRING_MAX ? writeUtf8(s) : writeUtf8Native(s);
+    const actual = headerSize(len, 127);
+    if (actual !== guess) buf.copyWithin(h + actual, h + guess, pos);
     pos = h;
-  }
-  checkWellFormed(s);
-  const len = Buffer.byteLength(s, 'utf8');
-  ensure(5 + len);
-  writeSizeHeader(len, SHORT_STR, 127, STR8, STR16, STR32);
-  pos += buf.write(s, pos, len, 'utf8');
-}
-
-/**
- * Writes a short string's UTF-8 at pos and returns its byte length. The caller has reserved
- * 3 bytes per character beforehand (growing here would move the header it is about to patch).
- * Builds ASCII in JS: for a few characters that beats a native call.
- */
-function writeUtf8Short(s: string): number {
-  const n = s.length;
-  const start = pos;
-  let i = 0;
-  for (; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x80) break;
-    buf[pos++] = c;
-  }
-  if (i < n) {
+    writeSizeHeader(len, SHORT_STR, 127, STR8, STR16, STR32);
+    pos += len;
+  } else {
     checkWellFormed(s);
-    pos = start;
-    pos += buf.write(s, pos, 'utf8');
+    const len = Buffer.byteLength(s, 'utf8');
+    ensure(5 + len);
+    writeSizeHeader(len, SHORT_STR, 127, STR8, STR16, STR32);
+    pos += buf.write(s, pos, len, 'utf8');
   }
-  return pos - start;
 }
 
 function checkWellFormed(s: string): void {
@@ -189,106 +295,32 @@ function checkWellFormed(s: string): void {
   if (!s.isWellFormed()) throw new EncodingError('string contains a lone UTF-16 surrogate');
 }
 
-function writeNumber(x: number): void {
-  if (Number.isInteger(x) && x <= MAX_SAFE && x >= -MAX_SAFE && !Object.is(x, -0)) {
-    writeInteger(x);
-    return;
-  }
-  ensure(9);
-  // Single when it holds the value exactly (NaN and ±Infinity included), else double: lossless.
-  if (Math.fround(x) === x || x !== x) {
-    buf[pos++] = FLOAT32;
-    scratch.setFloat32(pos, x);
-    pos += 4;
-  } else {
-    buf[pos++] = FLOAT64;
-    scratch.setFloat64(pos, x);
-    pos += 8;
-  }
-}
-
-/** Smallest integer type for a safe integer, in the reference's order of preference. */
-function writeInteger(x: number): void {
-  ensure(9);
-  if (x >= 0) {
-    if (x < 0x80) {
-      buf[pos++] = INT8;
-      buf[pos++] = x;
-    } else if (x < 0x100) {
-      buf[pos++] = UINT8;
-      buf[pos++] = x;
-    } else if (x < 0x8000) {
-      buf[pos++] = INT16;
-      buf[pos++] = x >>> 8;
-      buf[pos++] = x & 0xff;
-    } else if (x < 0x10000) {
-      buf[pos++] = UINT16;
-      buf[pos++] = x >>> 8;
-      buf[pos++] = x & 0xff;
-    } else if (x < 0x1000000) {
-      buf[pos++] = UINT24;
-      buf[pos++] = x >>> 16;
-      buf[pos++] = (x >>> 8) & 0xff;
-      buf[pos++] = x & 0xff;
-    } else if (x < 0x80000000) {
-      buf[pos++] = INT32;
-      writeU32(x);
-    } else if (x < TWO32) {
-      buf[pos++] = UINT32;
-      writeU32(x);
-    } else writeWideInteger(x);
-  } else if (x >= -0x80) {
-    buf[pos++] = INT8;
-    buf[pos++] = x & 0xff;
-  } else if (x >= -0x8000) {
-    buf[pos++] = INT16;
-    buf[pos++] = (x >> 8) & 0xff;
-    buf[pos++] = x & 0xff;
-  } else if (x >= -0x80000000) {
-    buf[pos++] = INT32;
-    writeU32(x >>> 0);
-  } else writeWideInteger(x);
-}
-
-function writeU32(x: number): void {
-  buf[pos++] = x >>> 24;
-  buf[pos++] = (x >>> 16) & 0xff;
-  buf[pos++] = (x >>> 8) & 0xff;
-  buf[pos++] = x & 0xff;
-}
-
 /**
- * A safe integer beyond 32 bits as type 24 (two's complement, fewest bytes), without BigInt:
- * millisecond timestamps take this path, so it is hot for pathpoint data.
+ * Writes a string's UTF-8 at pos (room for 3 bytes per unit reserved by the caller) and returns
+ * its byte length. ASCII is built in JS: for a few dozen characters that beats a native call.
  */
-function writeWideInteger(x: number): void {
-  const hi = Math.floor(x / TWO32); // exact: |hi| < 2^21
-  const lo = x - hi * TWO32; // 0 .. 2^32-1
-  // Bytes needed so that -2^(8n-1) <= x < 2^(8n-1); 5 to 7 for |x| in [2^31, 2^53).
-  const n = hi >= -0x80 && hi < 0x80 ? 5 : hi >= -0x8000 && hi < 0x8000 ? 6 : 7;
-  buf[pos++] = BIGINT;
-  buf[pos++] = n;
-  for (let k = n - 5; k >= 0; k--) buf[pos++] = (hi >> (8 * k)) & 0xff;
-  writeU32(lo);
+function writeUtf8(s: string): number {
+  const n = s.length;
+  const b = buf;
+  const p = pos;
+  let i = 0;
+  for (; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) break;
+    b[p + i] = c;
+  }
+  if (i === n) {
+    pos = p + n;
+    return n;
+  }
+  return writeUtf8Native(s);
 }
 
-function writeBigInt(b: bigint): void {
-  if (b >= -0x80000000n && b < 0x1_0000_0000n) {
-    writeInteger(Number(b));
-    return;
-  }
-  let n = 1;
-  while (b >= 1n << BigInt(8 * n - 1) || b < -(1n << BigInt(8 * n - 1))) n++;
-  if (n > 255) throw new EncodingError('integer needs more than 255 bytes');
-  ensure(2 + n);
-  buf[pos++] = BIGINT;
-  buf[pos++] = n;
-  let v = b < 0n ? (1n << BigInt(8 * n)) + b : b;
-  for (let i = n - 1; i >= 0; i--) {
-    buf[pos + i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-  pos += n;
+function writeUtf8Native(s: string): number {
+  checkWellFormed(s);
+  const len = buf.write(s, pos, 'utf8');
+  pos += len;
+  return len;
 }
 
 function writeBytes(bytes: Uint8Array): void {
@@ -301,74 +333,123 @@ function writeBytes(bytes: Uint8Array): void {
 
 // ---- containers ---------------------------------------------------------------------------
 
-/** Writes a container header: short form below 16, else 8/16/32-bit count. */
-function writeHeader(count: number, short: number, t8: number, t16: number, t32: number): void {
-  ensure(5);
-  writeSizeHeader(count, short, 15, t8, t16, t32);
-}
-
-/** A length or count: the short form up to shortMax (-1: the type has none), else 8/16/32-bit. */
+/** A length or count: the short form up to shortMax (-1: the type has none), else 8/16/32-bit. Room is checked. */
 function writeSizeHeader(n: number, short: number, shortMax: number, t8: number, t16: number, t32: number): void {
-  if (n <= shortMax) buf[pos++] = short | n;
-  else if (n <= 0xff) {
-    buf[pos++] = t8;
-    buf[pos++] = n;
+  const v = scratch;
+  const p = pos;
+  if (n <= shortMax) {
+    v.setUint8(p, short | n);
+    pos = p + 1;
+  } else if (n <= 0xff) {
+    v.setUint16(p, (t8 << 8) | n);
+    pos = p + 2;
   } else if (n <= 0xffff) {
-    buf[pos++] = t16;
-    buf[pos++] = n >>> 8;
-    buf[pos++] = n & 0xff;
+    v.setUint8(p, t16);
+    v.setUint16(p + 1, n);
+    pos = p + 3;
   } else {
-    buf[pos++] = t32;
-    buf.writeUInt32BE(n, pos);
-    pos += 4;
+    v.setUint8(p, t32);
+    v.setUint32(p + 1, n);
+    pos = p + 5;
   }
 }
 
-function headerSize(count: number): number {
-  return count < 16 ? 1 : count <= 0xff ? 2 : count <= 0xffff ? 3 : 5;
+/** Bytes taken by a size header for `n` with the given short-form maximum. */
+function headerSize(n: number, shortMax: number): number {
+  return n <= shortMax ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : 5;
 }
 
 function writeList(list: unknown[], depth: number): void {
   const n = list.length;
-  writeHeader(n, SHORT_LIST, LIST8, LIST16, LIST32);
+  if (pos > safeEnd) grow(SLACK);
+  writeSizeHeader(n, SHORT_LIST, 15, LIST8, LIST16, LIST32);
   let i = 0;
   try {
     for (; i < n; i++) {
       const item = list[i];
-      if (item === undefined) throw new EncodingError('cannot encode undefined in a list');
-      writeValue(item, depth);
+      if (typeof item === 'number') writeNumber(item);
+      else if (Array.isArray(item)) {
+        // A list of lists (the series of [timestamp, value] pairs) skips the general dispatch.
+        if (depth >= maxDepth) throw new DepthExceeded();
+        writeInnerList(item, depth + 1);
+      } else if (item === undefined) throw new EncodingError('cannot encode undefined in a list');
+      else writeValue(item, depth);
     }
   } catch (err) {
     throw withPathSegment(err, `[${i}]`);
   }
 }
 
-function writeObject(obj: Record<string, unknown>, depth: number): void {
-  const keys = Object.keys(obj);
-  let count = keys.length;
-  const headerAt = pos;
-  writeHeader(count, SHORT_OBJ, OBJ8, OBJ16, OBJ32);
+/**
+ * writeList for a list inside a list (a [timestamp, value] pair): not recursive, so V8 can
+ * inline it into its caller, and room for a short list's numbers is made once, not per number.
+ */
+function writeInnerList(list: unknown[], depth: number): void {
+  const n = list.length;
+  if (n > 15) return writeList(list, depth);
+  ensure((n + 1) * SLACK);
+  buf[pos++] = SHORT_LIST | n;
   let i = 0;
   try {
-    for (; i < keys.length; i++) {
-      const key = keys[i];
-      const item = obj[key];
-      // Like JSON.stringify, a property whose value is undefined is left out.
-      if (item === undefined) {
-        count--;
-        continue;
+    for (; i < n; i++) {
+      const item = list[i];
+      if (typeof item === 'number') writeNumberInRoom(item);
+      else if (item === undefined) throw new EncodingError('cannot encode undefined in a list');
+      else {
+        writeValue(item, depth);
+        ensure((n - i) * SLACK);
       }
-      if (!writeKey(key)) {
-        pos = headerAt;
-        writeObjectAsMap(obj, keys, depth);
-        return;
-      }
-      writeValue(item, depth);
     }
   } catch (err) {
-    throw withPathSegment(err, propertySegment(keys[i]));
+    throw withPathSegment(err, `[${i}]`);
   }
-  if (count !== keys.length) patchHeader(headerAt, keys.length, count, SHORT_OBJ, OBJ8, OBJ16, OBJ32);
+}
+
+const hasOwn = Object.prototype.hasOwnProperty;
+
+/*
+ * Objects are walked with for-in rather than Object.keys: V8 then reads each value by its
+ * field index from the enum cache, which stays fast however many object shapes the encoder
+ * has seen (a keyed load by name turns megamorphic). The count is known only at the end, so
+ * a 1-byte header is written first and widened in place for 16 entries or more.
+ */
+function writeObject(obj: Record<string, unknown>, depth: number): void {
+  if (pos > safeEnd) grow(SLACK);
+  const headerOffset = pos - start;
+  pos++;
+  let count = 0;
+  let key: string | undefined;
+  try {
+    for (key in obj) {
+      if (!hasOwn.call(obj, key)) continue; // inherited: Object.keys would not list it
+      const item = obj[key];
+      // Like JSON.stringify, a property whose value is undefined is left out.
+      if (item === undefined) continue;
+      if (!writeKey(key)) {
+        pos = start + headerOffset;
+        writeObjectAsMap(obj, depth);
+        return;
+      }
+      if (typeof item === 'number') writeNumber(item);
+      else writeValue(item, depth);
+      count++;
+    }
+  } catch (err) {
+    throw withPathSegment(err, propertySegment(key));
+  }
+  const at = start + headerOffset;
+  if (count < 16) buf[at] = SHORT_OBJ | count;
+  else {
+    // Rare: make room for the wider header by moving the entries up.
+    const size = headerSize(count, 15);
+    ensure(size);
+    const from = start + headerOffset;
+    buf.copyWithin(from + size, from + 1, pos);
+    const end = pos + size - 1;
+    pos = from;
+    writeSizeHeader(count, SHORT_OBJ, 15, OBJ8, OBJ16, OBJ32);
+    pos = end;
+  }
 }
 
 /** Writes a string-key object's key (1-byte length + UTF-8); false when it is over 255 bytes. */
@@ -377,29 +458,16 @@ function writeKey(key: string): boolean {
   if (n > 255) return false;
   ensure(1 + n * 3);
   const h = pos++;
-  const len = writeUtf8Short(key);
+  const len = writeUtf8(key);
   if (len > 255) return false;
   buf[h] = len;
   return true;
 }
 
-/** A header was written for `written` entries but `actual` went out: rewrite it in place. */
-function patchHeader(at: number, written: number, actual: number, short: number, t8: number, t16: number, t32: number): void {
-  const oldSize = headerSize(written);
-  const newSize = headerSize(actual);
-  const bodyEnd = pos;
-  if (newSize !== oldSize) {
-    buf.copyWithin(at + newSize, at + oldSize, bodyEnd);
-  }
-  pos = at;
-  writeHeader(actual, short, t8, t16, t32);
-  pos = bodyEnd + newSize - oldSize;
-}
-
 /** An object with a key longer than 255 bytes goes out as an any-key map of string keys. */
-function writeObjectAsMap(obj: Record<string, unknown>, keys: string[], depth: number): void {
+function writeObjectAsMap(obj: Record<string, unknown>, depth: number): void {
   const entries: [string, unknown][] = [];
-  for (const key of keys) if (obj[key] !== undefined) entries.push([key, obj[key]]);
+  for (const key of Object.keys(obj)) if (obj[key] !== undefined) entries.push([key, obj[key]]);
   writeEntries(entries, depth);
 }
 
@@ -413,7 +481,8 @@ function writeMap(map: Map<unknown, unknown>, depth: number): void {
   }
   if (stringKeys) {
     // Same bytes as the reference writes for a dict with short string keys.
-    writeHeader(map.size, SHORT_OBJ, OBJ8, OBJ16, OBJ32);
+    ensure(5);
+    writeSizeHeader(map.size, SHORT_OBJ, 15, OBJ8, OBJ16, OBJ32);
     let key: unknown;
     try {
       for (const [k, v] of map) {
@@ -432,7 +501,8 @@ function writeMap(map: Map<unknown, unknown>, depth: number): void {
 
 function writeEntries(entries: Iterable<[unknown, unknown]> & ({ size: number } | { length: number }), depth: number): void {
   const count = 'size' in entries ? entries.size : entries.length;
-  writeHeader(count, SHORT_MAP, MAP8, MAP16, MAP32);
+  ensure(5);
+  writeSizeHeader(count, SHORT_MAP, 15, MAP8, MAP16, MAP32);
   let key: unknown;
   try {
     for (const [k, v] of entries) {

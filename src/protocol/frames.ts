@@ -42,7 +42,14 @@ function writeHeader(out: Buffer, length: number, tid: number, type: number): vo
   out.writeUInt16BE(type, 6);
 }
 
-/** A frame with an already-encoded payload (or none). */
+/** The header alone, for a payload of `length` bytes written right after it (see NgttSocket.sendEncoded). */
+export function encodeFrameHeader(tid: number, type: number, length: number): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_SIZE);
+  writeHeader(out, length, tid, type);
+  return out;
+}
+
+/** A frame with an already-encoded payload (or none), copied behind the header. */
 export function encodeFrame(tid: number, type: number, payload?: Uint8Array): Buffer {
   const length = payload?.length ?? 0;
   const out = Buffer.allocUnsafe(HEADER_SIZE + length);

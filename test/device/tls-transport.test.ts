@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import t from 'tap';
-import { decode } from '../../src/minijson/index.js';
+import { decode, encode } from '../../src/minijson/index.js';
 import { encodeFrame, encodeValueFrame, FrameDecoder, FrameType, ProtocolError, type Frame } from '../../src/protocol/index.js';
 import { ConnectionClosedError, NgttSocket, type NgttConnectOptions } from '../../src/device/tls-transport.js';
 import { createTestCA, createTestPki, issueTestCertificate } from '../helpers/test-certs.js';
@@ -78,9 +78,18 @@ t.test('frames round trip both ways, server writes in odd chunks', async (t) => 
   const values = [{ path: 'W1', values: [[1, 2]] }, 'x'.repeat(5000), [1, 2, 3]];
   values.forEach((v, i) => t.ok(socket.sendValue(i + 1, FrameType.DATA_STREAM, v)));
   socket.sendEmpty(0, FrameType.FETCH_ORDERS);
-  await until(() => atServer.length === 4, 'frames at the server');
+  // Already-encoded payloads: a small one is copied behind its header, a large one is written
+  // after it separately; the peer sees the same frames, in order.
+  const small = [{ path: 'f1', values: [[1_760_000_000_000, 0.5]] }];
+  const large = [{ path: 'f2', values: Array.from({ length: 2000 }, (_, i) => [1_760_000_000_000 + i, i / 8]) }];
+  socket.sendEncoded(4, FrameType.DATA_STREAM, encode(large)); // past the high-water mark: false, still queued
+  socket.sendEncoded(5, FrameType.DATA_STREAM, encode(small));
+  await until(() => atServer.length === 6, 'frames at the server');
   t.same(atServer.slice(0, 3).map((f) => decode(f.payload)), values);
   t.same([atServer[3].type, atServer[3].payload.length], [FrameType.FETCH_ORDERS, 0]);
+  t.same(atServer.slice(4).map((f) => [f.tid, f.type]), [[4, FrameType.DATA_STREAM], [5, FrameType.DATA_STREAM]]);
+  t.same(atServer.slice(4).map((f) => decode(f.payload)), [large, small]);
+  t.ok(atServer[4].payload.length > 4096, 'the large payload took the separate write');
 
   // Server -> device, one stream of frames cut into 1, 2, 3, ... byte pieces.
   const outgoing = [
