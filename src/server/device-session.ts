@@ -19,6 +19,7 @@ import {
   type Frame,
 } from '../protocol/index.js';
 import type { DeviceCounters, LiveSession } from './device-registry.js';
+import { FrameWriter } from './frame-writer.js';
 import { OrderDispatcher } from './order-dispatcher.js';
 import type { Store } from './store/index.js';
 import { UploadPipeline } from './upload-pipeline.js';
@@ -45,6 +46,8 @@ export class DeviceSession implements LiveSession {
   readonly connectedAt = Date.now();
   readonly remoteAddress: string;
   private readonly socket: TLSSocket;
+  /** Every frame to the device goes through it: one TLS record per frame (spec §12). */
+  private readonly writer: FrameWriter;
   private readonly log: Logger;
   private readonly counters: DeviceCounters;
   private readonly decoder: FrameDecoder;
@@ -57,6 +60,7 @@ export class DeviceSession implements LiveSession {
   constructor(private readonly o: DeviceSessionOptions) {
     this.deviceId = o.deviceId;
     this.socket = o.socket;
+    this.writer = new FrameWriter(o.socket);
     this.remoteAddress = `${o.socket.remoteAddress}:${o.socket.remotePort}`;
     this.log = o.logger;
     this.counters = o.counters;
@@ -65,7 +69,7 @@ export class DeviceSession implements LiveSession {
       deviceId: o.deviceId,
       store: o.store,
       counters: o.counters,
-      write: (frames) => this.write(frames),
+      write: (frame) => this.write(frame),
       setReadPaused: (paused) => this.pauseReading('uploads', paused),
       onFailure: (e) => this.fail('storing uploads failed', e),
     });
@@ -82,7 +86,7 @@ export class DeviceSession implements LiveSession {
       source,
       window: this.o.window,
       write: (frame) => this.write(frame),
-      waitForDrain: () => this.waitForDrain(),
+      waitForDrain: () => this.writer.drained(),
       onFailure: (e) => this.fail('order source failed', e),
       // A fleet routine, not a fault: the device's newer connection is on another gateway.
       onRevoked: (reason) => {
@@ -202,28 +206,15 @@ export class DeviceSession implements LiveSession {
     }
   }
 
-  private write(data: Buffer): boolean {
+  private write(frame: Buffer): boolean {
     if (this.socket.destroyed) return true;
-    const ok = this.socket.write(data);
+    const ok = this.writer.write(frame);
     // A device that does not read its replies must not make us buffer without end.
     if (!ok && !this.readPauses.has('replies')) {
       this.pauseReading('replies', true);
-      this.socket.once('drain', () => this.pauseReading('replies', false));
+      void this.writer.drained().then(() => this.pauseReading('replies', false));
     }
     return ok;
-  }
-
-  private waitForDrain(): Promise<void> {
-    if (this.socket.destroyed || !this.socket.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        this.socket.off('drain', done);
-        this.socket.off('close', done);
-        resolve();
-      };
-      this.socket.on('drain', done);
-      this.socket.on('close', done);
-    });
   }
 
   private pauseReading(reason: string, paused: boolean): void {
