@@ -102,7 +102,8 @@ export class DeviceSession implements LiveSession {
     this.counters.connections++;
     this.idleTimer = setTimeout(() => this.onIdle(), this.o.idleTimeoutMs);
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.log.info('device connected');
+    // recordPerFrame: the device did not offer ngtt-stream (the original client): one TLS record per frame.
+    this.log.info({ recordPerFrame: this.writer.recordPerFrame }, 'device connected');
     return this;
   }
 

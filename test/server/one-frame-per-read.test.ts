@@ -9,7 +9,8 @@ import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
 import { decode } from '../../src/minijson/index.js';
-import { encodeValueFrame, FrameType, HEADER_SIZE, type Frame } from '../../src/protocol/index.js';
+import { NgttConnection } from '../../src/device/index.js';
+import { encodeFrame, encodeValueFrame, FrameDecoder, FrameType, HEADER_SIZE, NGTT_STREAM_ALPN, type Frame } from '../../src/protocol/index.js';
 import { FrameWriter } from '../../src/server/frame-writer.js';
 import { OneFramePerReadClient } from '../helpers/one-frame-client.js';
 import { RecordProxy } from '../helpers/record-proxy.js';
@@ -163,4 +164,34 @@ t.test('an ORDER longer than one 512-byte read arrives whole without other traff
   t.equal(orderId(big), id);
   t.equal(small.type, FrameType.ORDER);
   t.same(client.stalls, [], 'nothing held inside the TLS library where select cannot see it');
+});
+
+t.test('a device that offers ALPN ngtt-stream (this runtime does) may get frames together', async (t) => {
+  const server = await startTestServer(pki, { window: 4 });
+  t.teardown(() => server.close());
+  for (let i = 1; i <= 4; i++) await server.enqueueOrder('dev-stream', write(i));
+  const proxy = await RecordProxy.start(server.ngttPort);
+  t.teardown(() => proxy.close());
+  const creds = { ca: pki.ca.cert, ...(await pki.device('dev-stream')) };
+  const socket = tls.connect({ host: '127.0.0.1', port: proxy.port, servername: 'localhost', ...creds, maxVersion: 'TLSv1.2', ALPNProtocols: [NGTT_STREAM_ALPN] });
+  t.teardown(() => socket.destroy());
+  await new Promise((resolve) => socket.once('secureConnect', resolve));
+  t.equal(socket.alpnProtocol, NGTT_STREAM_ALPN);
+  const decoder = new FrameDecoder();
+  const frames: Frame[] = [];
+  socket.on('data', (chunk: Buffer) => frames.push(...decoder.push(chunk)));
+  socket.write(encodeFrame(0, FrameType.FETCH_ORDERS));
+  await until(() => frames.length === 4, '4 ORDERs');
+  t.ok(proxy.applicationData().length < 4, `4 ORDERs in ${proxy.applicationData().length} records: no record per frame for this device`);
+  t.match(server.logs.find((l) => l.deviceId === 'dev-stream' && l.msg === 'device connected'), { recordPerFrame: false });
+
+  // The device runtime offers it; the original client (no ALPN) does not.
+  const runtime = await NgttConnection.connect({ host: '127.0.0.1', port: server.ngttPort, ...(await pki.device('dev-runtime')), ca: pki.ca.cert });
+  t.teardown(() => runtime.close());
+  await until(() => server.logs.some((l) => l.deviceId === 'dev-runtime' && l.msg === 'device connected'), 'the runtime connected');
+  t.match(server.logs.find((l) => l.deviceId === 'dev-runtime' && l.msg === 'device connected'), { recordPerFrame: false });
+  const legacy = await legacyClient(server.ngttPort, 'dev-legacy');
+  t.teardown(() => legacy.destroy());
+  await until(() => server.logs.some((l) => l.deviceId === 'dev-legacy' && l.msg === 'device connected'), 'the legacy client connected');
+  t.match(server.logs.find((l) => l.deviceId === 'dev-legacy' && l.msg === 'device connected'), { recordPerFrame: true });
 });
