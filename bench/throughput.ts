@@ -83,7 +83,7 @@ async function httpsJsonContender(port = httpsPort): Promise<Contender> {
         { host: '127.0.0.1', port, method: 'POST', path: '/v1/device/pathpoints', agent, headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Content-Length': Buffer.byteLength(body) } },
         (res) => {
           res.resume();
-          res.on('end', () => (res.statusCode === 204 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+          res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
         },
       );
       req.on('error', reject);

@@ -12,12 +12,14 @@ import {
   FrameDecoder,
   FrameType,
   frameTypeName,
+  parseBaobSyncRequest,
   parseLogRecords,
   parsePathpointData,
   ProtocolError,
   type BaobSyncResponse,
   type Frame,
 } from '../protocol/index.js';
+import { planBaobSync } from './baob-sync.js';
 import type { DeviceCounters, LiveSession } from './device-registry.js';
 import { FrameWriter } from './frame-writer.js';
 import { OrderDispatcher } from './order-dispatcher.js';
@@ -39,7 +41,6 @@ export interface DeviceSessionOptions {
 
 /** Frames only the server sends; a device sending them is confused but harmless. */
 const SERVER_FRAMES = new Set<number>([FrameType.ORDER, FrameType.DATA_STREAM_CONFIRM, FrameType.DATA_STREAM_REJECT, FrameType.SYNC_BAOB_RESPONSE]);
-const NO_BAOBS: BaobSyncResponse = { download: [], upload: [] };
 
 export class DeviceSession implements LiveSession {
   readonly deviceId: string;
@@ -173,9 +174,7 @@ export class DeviceSession implements LiveSession {
       case FrameType.LOGS:
         return this.onLogs(payload);
       case FrameType.SYNC_BAOB_REQUEST:
-        if (payload.length) decodeOrFail(payload, 'SYNC_BAOB_REQUEST');
-        this.write(encodeValueFrame(tid, FrameType.SYNC_BAOB_RESPONSE, NO_BAOBS));
-        return;
+        return this.onBaobSync(tid, payload);
       default:
         this.log.warn({ type, tid, name: frameTypeName(type), ignored: true }, SERVER_FRAMES.has(type) ? 'device sent a server-only frame' : 'unknown frame type');
     }
@@ -195,6 +194,24 @@ export class DeviceSession implements LiveSession {
       return;
     }
     this.uploads.data(tid, series, payload);
+  }
+
+  /**
+   * SYNC_BAOB_REQUEST `{key: version}` → SYNC_BAOB_RESPONSE `{download, upload, delete}` (spec
+   * §11; the bytes move over HTTPS). Answered when the store has; a malformed request closes the
+   * connection (the frame type has no error reply), an unreachable BAOB store too (the device
+   * syncs again after reconnecting).
+   */
+  private onBaobSync(tid: number, payload: Buffer): void {
+    const versions = parseBaobSyncRequest(payload.length ? decodeOrFail(payload, 'SYNC_BAOB_REQUEST') : undefined);
+    this.o.store.listBaobs(this.deviceId).then(
+      (held) => {
+        const plan = planBaobSync(held, versions);
+        const response: BaobSyncResponse = { download: plan.download, upload: plan.upload, delete: plan.delete };
+        this.write(encodeValueFrame(tid, FrameType.SYNC_BAOB_RESPONSE, response));
+      },
+      (e) => this.fail('BAOB sync failed', e),
+    );
   }
 
   private onLogs(payload: Buffer): void {
