@@ -70,7 +70,7 @@ export class DeviceSession implements LiveSession {
       deviceId: o.deviceId,
       store: o.store,
       counters: o.counters,
-      write: (frame) => this.write(frame),
+      write: (frames) => this.write(frames),
       setReadPaused: (paused) => this.pauseReading('uploads', paused),
       onFailure: (e) => this.fail('storing uploads failed', e),
     });
@@ -224,9 +224,9 @@ export class DeviceSession implements LiveSession {
     }
   }
 
-  private write(frame: Buffer): boolean {
+  private write(frames: Buffer | Buffer[]): boolean {
     if (this.socket.destroyed) return true;
-    const ok = this.writer.write(frame);
+    const ok = Array.isArray(frames) ? this.writer.writeAll(frames) : this.writer.write(frames);
     // A device that does not read its replies must not make us buffer without end.
     if (!ok && !this.readPauses.has('replies')) {
       this.pauseReading('replies', true);

@@ -70,6 +70,16 @@ export class FrameWriter {
     return this.pendingBytes < this.highWaterMark;
   }
 
+  /** Sends several whole frames, in order: in one write when the device takes frames together. */
+  writeAll(frames: Buffer[]): boolean {
+    if (frames.length === 0) return this.pendingBytes < this.highWaterMark;
+    if (this.recordPerFrame || frames.length === 1) {
+      for (const frame of frames) this.write(frame);
+      return this.pendingBytes < this.highWaterMark;
+    }
+    return this.write(Buffer.concat(frames));
+  }
+
   /** Resolves once the backlog is below the high-water mark again (or the socket is gone). */
   drained(): Promise<void> {
     if (this.socket.destroyed || this.pendingBytes < this.highWaterMark) return Promise.resolve();

@@ -409,8 +409,13 @@ export class RabbitStore implements Store {
     const deviceId = String(h[HEADER_DEVICE] ?? '');
     const outcome = String(h[HEADER_OUTCOME] ?? '');
     if (outcome === 'received') {
-      const { uuid, at } = decode(msg.content) as { uuid?: unknown; at?: unknown };
-      if (deviceId && typeof uuid === 'string' && typeof at === 'number') await this.local.recordMessageReceipt(deviceId, uuid, at);
+      let receipt: { uuid?: unknown; at?: unknown };
+      try {
+        receipt = decode(msg.content) as typeof receipt;
+      } catch {
+        return; // malformed: dropped (requeueing could never fix it)
+      }
+      if (deviceId && typeof receipt?.uuid === 'string' && typeof receipt.at === 'number') await this.local.recordMessageReceipt(deviceId, receipt.uuid, receipt.at);
       return;
     }
     const record = toRecord(deviceId, msg);
