@@ -79,7 +79,13 @@ export class BaobRpcServer {
       }
       ch.ack(msg);
     };
-    await managed.ready(opts.timeoutMs ?? 10_000);
+    try {
+      await managed.ready(opts.timeoutMs ?? 10_000);
+    } catch (err) {
+      await managed.close();
+      // The usual cause: the queue is exclusive to another process's connection.
+      throw new Error(`cannot serve BAOB requests on ${queue}; does another --sink run for this prefix? (${(err as Error).message})`);
+    }
     return new BaobRpcServer(managed);
   }
 
