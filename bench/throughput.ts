@@ -32,7 +32,7 @@ import { encodeFrame, FrameType, type PathpointSeries } from '../src/protocol/in
 import { DeviceHttpsClient, NgttConnection } from '../src/device/index.js';
 import { openSqliteStore } from '../src/server/store/index.js';
 import { Backend } from './lib/backend-client.js';
-import { pathpointBatch } from './corpus.js';
+import { batchOf, keepInFlight } from './lib/uploads.js';
 import { CountingProxy, environment, fmt, makePki, median, mosquittoVersion, noDelay, now, startTlsMosquitto, writeResult } from './lib/common.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -46,11 +46,6 @@ if (!mosquitto) console.warn('mosquitto is not installed or did not start: MQTT 
 const backend = await Backend.start(pki, mosquitto?.port ?? null);
 const { ngttPort, httpsPort, rawPort } = backend.ports;
 const deviceTls = { ca: pki.ca.cert, cert: pki.devices[DEVICE].cert, key: pki.devices[DEVICE].key };
-
-function batchOf(values: number): PathpointSeries[] {
-  if (values >= 10) return pathpointBatch(values) as PathpointSeries[];
-  return [{ path: 'W1', values: Array.from({ length: values }, (_, i) => [1_760_000_000_000 + i * 1000, 1234 + i] as [number, number]) }];
-}
 
 /** Batches in flight for the pipelined protocols: about 1 MiB, between 8 and 256. */
 const WINDOW_BYTES = Number(process.env.BENCH_WINDOW_BYTES ?? 1 << 20);
@@ -83,7 +78,7 @@ async function httpsJsonContender(port = httpsPort): Promise<Contender> {
         { host: '127.0.0.1', port, method: 'POST', path: '/v1/device/pathpoints', agent, headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Content-Length': Buffer.byteLength(body) } },
         (res) => {
           res.resume();
-          res.on('end', () => (res.statusCode === 204 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+          res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
         },
       );
       req.on('error', reject);
@@ -141,28 +136,9 @@ async function rawContender(port = rawPort): Promise<Contender & { blast(frame: 
   };
 }
 
-/** Keeps `window` uploads in flight for `seconds`; values per second until the last confirm. */
-async function timed(c: Contender, series: PathpointSeries[], values: number, batchBytes: number, seconds: number): Promise<number> {
-  const window = c.window(batchBytes);
-  let completed = 0;
-  let inflight = 0;
-  const t0 = now();
-  const deadline = t0 + seconds * 1000;
-  await new Promise<void>((resolve, reject) => {
-    const pump = () => {
-      while (inflight < window && now() < deadline) {
-        inflight++;
-        c.upload(series).then(() => {
-          inflight--;
-          completed++;
-          if (now() >= deadline && inflight === 0) resolve();
-          else pump();
-        }, reject);
-      }
-    };
-    pump();
-  });
-  return (completed * values) / ((now() - t0) / 1000);
+/** Keeps the contender's window of uploads in flight for `seconds`; values per second confirmed. */
+function timed(c: Contender, series: PathpointSeries[], values: number, batchBytes: number, seconds: number): Promise<number> {
+  return keepInFlight(() => c.upload(series), c.window(batchBytes), values, seconds);
 }
 
 async function timedRaw(raw: Awaited<ReturnType<typeof rawContender>>, frame: Buffer, values: number, seconds: number): Promise<number> {

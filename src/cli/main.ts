@@ -14,6 +14,7 @@ Commands:
   device     connect a device and print the orders it receives
   certs      create a development PKI and device certificates
   order      send and list orders through the admin API
+  baob       publish, fetch and list a device's BAOBs through the admin API
 
 Run \`ngtt <command> --help\` for a command's options.`;
 
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>
   certs: async () => (await import('./certs.js')).runCerts,
   server: async () => (await import('./server.js')).runServer,
   order: async () => (await import('./order.js')).runOrder,
+  baob: async () => (await import('./baob.js')).runBaob,
   demo: async () => (await import('./demo/index.js')).runDemo,
   device: async () => (await import('./device.js')).runDevice,
 };

@@ -1,5 +1,5 @@
 /** `ngtt order`: send and list a device's orders through the admin API. */
-import { adminRequest as call } from './admin-client.js';
+import { adminBase, adminRequest as call, ADMIN_OPTIONS_HELP } from './admin-client.js';
 import { EXIT_USAGE, parse, runCommand, UserError } from './common.js';
 
 const HELP = `Usage:
@@ -7,10 +7,9 @@ const HELP = `Usage:
       e.g. ngtt order send dev-1 '[{"orders": [{"type": "read", "path": "W1"}], "disposition": 0}]'
       (a single section object is accepted too). Prints the order id.
   ngtt order list <device-id> [--state queued|in-flight|confirmed|rejected|delivered] [--limit N]
+      one line per order; under it, each message order and whether the device received it.
 
-Options:
-  --admin URL   the admin API (default $NGTT_ADMIN_URL or http://127.0.0.1:8444)
-Environment: NGTT_ADMIN_TOKEN is sent as a bearer token when set.`;
+${ADMIN_OPTIONS_HELP}`;
 
 interface OrderSummary {
   id: string;
@@ -18,6 +17,7 @@ interface OrderSummary {
   enqueuedAt: number;
   deliveries: number;
   reason: string | null;
+  messages?: { uuid: string; receivedAt: number | null }[];
 }
 
 
@@ -36,7 +36,7 @@ export async function runOrder(argv: string[]): Promise<number> {
     }
     if (!deviceId) throw new UserError(`${action} needs a device id`, EXIT_USAGE);
     if (extra.length) throw new UserError(`unexpected argument ${JSON.stringify(extra[0])} (quote the JSON)`, EXIT_USAGE);
-    const base = values.admin ?? process.env.NGTT_ADMIN_URL ?? 'http://127.0.0.1:8444';
+    const base = adminBase(values.admin);
     const devicePath = `/v1/admin/devices/${encodeURIComponent(deviceId)}/orders`;
     switch (action) {
       case 'send': {
@@ -60,6 +60,8 @@ export async function runOrder(argv: string[]): Promise<number> {
         if (orders.length === 0) console.log(`no orders for ${deviceId}`);
         for (const o of orders) {
           console.log(`${o.id}  ${o.state.padEnd(9)}  ${new Date(o.enqueuedAt).toISOString()}  deliveries=${o.deliveries}${o.reason ? `  reason=${o.reason}` : ''}`);
+          // Message orders: whether the device said it received them (POST /v1/device/orders/message/<uuid>).
+          for (const m of o.messages ?? []) console.log(`    message ${m.uuid}  ${m.receivedAt === null ? 'not received yet' : `received ${new Date(m.receivedAt).toISOString()}`}`);
         }
         return 0;
       }

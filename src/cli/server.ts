@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadDevPki } from '../pki/index.js';
 import type { ServerOptions } from '../server/index.js';
+import { trustedProxyList } from '../server/proxy-certificate.js';
 import { createMemoryStore, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
@@ -31,6 +32,11 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
   --window N          unacknowledged orders per device (default 4)
   --idle-timeout S    seconds of device silence before disconnecting (default 150)
   --max-frame BYTES   largest frame / HTTP body accepted (default 16 MiB)
+  --max-baob BYTES    largest BAOB a device may upload or you may publish (default 16 MiB)
+  --trusted-proxy ADDR  a TLS-terminating proxy (IP or CIDR; repeat for more): from it, the HTTPS
+                      device API takes the device certificate from X-SSL-Client-Certificate (PEM,
+                      newlines as tabs), verified against the CA. From anyone else the header
+                      is ignored. Default: no proxy trusted.
 
 Environment: NGTT_AMQP_URL (instead of --amqp-url, keeps the password off the command line),
 NGTT_ADMIN_TOKEN (bearer token for the admin API), NGTT_LOG_LEVEL (default info).
@@ -61,6 +67,8 @@ export async function runServer(argv: string[]): Promise<number> {
       window: { type: 'string' },
       'idle-timeout': { type: 'string' },
       'max-frame': { type: 'string' },
+      'max-baob': { type: 'string' },
+      'trusted-proxy': { type: 'string', multiple: true },
     });
     if (v.help) {
       console.log(HELP);
@@ -97,7 +105,14 @@ export async function runServer(argv: string[]): Promise<number> {
       window: integerOption(v.window, 'window', 4, 1, 0x7fff),
       idleTimeoutMs: integerOption(v['idle-timeout'], 'idle-timeout', 150, 1, 86_400) * 1000,
       maxFrameLength: integerOption(v['max-frame'], 'max-frame', 16 * 1024 * 1024, 1024, 0xffffffff),
+      maxBaobBytes: integerOption(v['max-baob'], 'max-baob', 16 * 1024 * 1024, 1, 64 * 1024 * 1024),
     };
+    const trustedProxies = v['trusted-proxy'] ?? [];
+    try {
+      trustedProxyList(trustedProxies);
+    } catch (e) {
+      throw new UserError(`--trusted-proxy: ${(e as Error).message}`, EXIT_USAGE);
+    }
     let tls: ServerOptions['tls'];
     const explicit = [v.ca, v.cert, v.key].filter(Boolean).length;
     if (explicit === 3) {
@@ -141,6 +156,7 @@ export async function runServer(argv: string[]): Promise<number> {
       host: v.host,
       adminHost: v['admin-host'],
       adminToken: process.env.NGTT_ADMIN_TOKEN || undefined,
+      trustedProxies,
       ...numbers,
       });
     } catch (e) {

@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import * as tls from 'node:tls';
-import { encodeFrame, encodeFrameHeader, encodeValueFrame, FrameDecoder, type Frame } from '../protocol/index.js';
+import { encodeFrame, encodeFrameHeader, encodeValueFrame, FrameDecoder, NGTT_STREAM_ALPN, type Frame } from '../protocol/index.js';
 import { deviceTlsOptions, type DeviceTlsOptions } from './tls-material.js';
 
 export const DEFAULT_NGTT_PORT = 2405;
@@ -88,7 +88,8 @@ export class NgttSocket extends EventEmitter<NgttSocketEvents> {
   static connect(options: NgttConnectOptions): Promise<NgttSocket> {
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
-      const socket = tls.connect({ ...deviceTlsOptions(options.host, options), port: options.port ?? DEFAULT_NGTT_PORT });
+      // ALPN: this device parses every frame it reads, so the server need not give each its own TLS record.
+      const socket = tls.connect({ ...deviceTlsOptions(options.host, options), port: options.port ?? DEFAULT_NGTT_PORT, ALPNProtocols: [NGTT_STREAM_ALPN] });
       const timer = setTimeout(() => socket.destroy(new Error(`connect to ${options.host} timed out after ${timeoutMs} ms`)), timeoutMs);
       const fail = (error: Error) => {
         clearTimeout(timer);

@@ -34,6 +34,14 @@ export const DEFAULT_MAX_FRAME_LENGTH = 16 * 1024 * 1024;
 /** tid 0 means "no reply expected". */
 export const NO_REPLY_TID = 0;
 
+/**
+ * TLS ALPN protocol id by which a device says "I read NGTT as a byte stream: any number of
+ * frames per read". The server may then let several frames share a TLS record; to a device that
+ * does not offer it (the original Python client, which parses one frame per readable event,
+ * spec §12) every frame goes in records of its own. This runtime's device offers it.
+ */
+export const NGTT_STREAM_ALPN = 'ngtt-stream';
+
 function writeHeader(out: Buffer, length: number, tid: number, type: number): void {
   if (!Number.isInteger(tid) || tid < 0 || tid > 0xffff) throw new RangeError(`tid ${tid} is not a uint16`);
   if (!Number.isInteger(type) || type < 0 || type > 0xffff) throw new RangeError(`frame type ${type} is not a uint16`);

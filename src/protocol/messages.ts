@@ -92,9 +92,33 @@ export interface LogRecord {
 
 // ---- SYNC_BAOB (§4) -------------------------------------------------------------------------
 
+/** SYNC_BAOB_REQUEST payload: `{key: localVersion}`. */
+export type BaobSyncRequest = Record<string, number>;
+
+/**
+ * SYNC_BAOB_RESPONSE payload (spec §11). `delete` is this implementation's addition (the keys
+ * the server does not have, which the device should delete, as HTTPS `should_delete` says);
+ * clients that do not know it ignore it.
+ */
 export interface BaobSyncResponse {
   download: string[];
   upload: string[];
+  delete?: string[];
+}
+
+/** Longest BAOB key, in UTF-8 bytes. */
+export const MAX_BAOB_KEY_BYTES = 255;
+
+/**
+ * Why `key`/`version` cannot name a BAOB, or undefined. Keys travel as one URL path segment
+ * (`/v1/device/baobs/<key>`, unescaped by the deployed client): no `/`, no control characters.
+ */
+export function baobProblem(key: unknown, version: unknown): string | undefined {
+  if (typeof key !== 'string' || key.length === 0) return 'a BAOB key must be a non-empty string';
+  if (Buffer.byteLength(key) > MAX_BAOB_KEY_BYTES) return `BAOB key longer than ${MAX_BAOB_KEY_BYTES} bytes`;
+  if (/[\/\u0000-\u001f\u007f]/.test(key)) return `BAOB key ${JSON.stringify(key)} contains "/" or a control character`;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 0) return `BAOB ${JSON.stringify(key)}: version must be a non-negative integer`;
+  return undefined;
 }
 
 // ---- device configuration (§9) ------------------------------------------------------------
@@ -242,6 +266,33 @@ export function orderProblem(o: unknown): string | undefined {
     default:
       return `unknown order type ${JSON.stringify(o.type)}`;
   }
+}
+
+/** SYNC_BAOB_REQUEST payload `{key: version}` (empty payload: no BAOBs). Throws PayloadError. */
+export function parseBaobSyncRequest(payload: unknown): Map<string, number> {
+  if (payload === undefined || payload === null) return new Map();
+  if (!isObject(payload)) bad('$', 'expected {key: version}');
+  const out = new Map<string, number>();
+  for (const [key, version] of Object.entries(payload)) {
+    const problem = baobProblem(key, version);
+    if (problem) bad(`$[${JSON.stringify(key)}]`, problem);
+    out.set(key, version as number);
+  }
+  return out;
+}
+
+/** POST /v1/device/baobs body `[{key, version}]`. Throws PayloadError. */
+export function parseBaobVersions(payload: unknown): Map<string, number> {
+  if (payload === undefined || payload === null) return new Map();
+  if (!Array.isArray(payload)) bad('$', 'expected a list of {key, version}');
+  const out = new Map<string, number>();
+  payload.forEach((b, i) => {
+    if (!isObject(b)) bad(`$[${i}]`, 'expected {key, version}');
+    const problem = baobProblem(b.key, b.version);
+    if (problem) bad(`$[${i}]`, problem);
+    out.set(b.key as string, b.version as number);
+  });
+  return out;
 }
 
 /** Strict check for orders an operator enqueues: any skipped order is an error. */

@@ -6,9 +6,10 @@
 import Fastify from 'fastify';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
-import { PayloadError } from '../protocol/index.js';
+import { baobProblem, parsePathpointDeclarations, PayloadError } from '../protocol/index.js';
 import type { DeviceRegistry } from './device-registry.js';
-import { installContentHandling, quietRequests, sendValue } from './http-content.js';
+import { errorOptions, installContentHandling, quietRequests, sendError, sendValue } from './http-content.js';
+import { BAOB_VERSION_HEADER } from './baob-sync.js';
 import { ORDER_STATES, type DeviceConfigPatch, type OrderState, type Store } from './store/index.js';
 
 export interface AdminApiOptions {
@@ -17,6 +18,8 @@ export interface AdminApiOptions {
   logger: Logger;
   token?: string;
   bodyLimit: number;
+  /** Largest BAOB the operator may publish, bytes. */
+  maxBaobBytes: number;
   /** Validates and enqueues (shared with NgttServer.enqueueOrder). */
   enqueueOrder(deviceId: string, sections: unknown): Promise<string>;
 }
@@ -37,8 +40,10 @@ function limitOf(query: { limit?: string }): number | undefined {
 type DeviceParams = { Params: { deviceId: string }; Querystring: { limit?: string; state?: string; path?: string } };
 
 export function createAdminApi(o: AdminApiOptions) {
-  const app = Fastify({ loggerInstance: o.logger, logController: quietRequests(), bodyLimit: o.bodyLimit });
-  installContentHandling(app);
+  const app = Fastify({ loggerInstance: o.logger, logController: quietRequests(), bodyLimit: o.bodyLimit, ...errorOptions() });
+  installContentHandling(app, o.bodyLimit);
+  // BAOB values are published as the raw bytes.
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
   if (o.token !== undefined) {
     const expected = digest(`Bearer ${o.token}`);
@@ -84,7 +89,7 @@ export function createAdminApi(o: AdminApiOptions) {
 
   app.get<{ Params: { orderId: string } }>('/v1/admin/orders/:orderId', async (request, reply) => {
     const order = await o.store.getOrder(request.params.orderId);
-    if (!order) return sendValue(request, reply.code(404), { error: `no order ${request.params.orderId}` });
+    if (!order) return sendError(request, reply, 404, `no order ${request.params.orderId}`);
     return sendValue(request, reply, order);
   });
 
@@ -96,6 +101,39 @@ export function createAdminApi(o: AdminApiOptions) {
   app.get<DeviceParams>('/v1/admin/devices/:deviceId/logs', async (request, reply) => {
     const logs = await o.store.readLogs(request.params.deviceId, { limit: limitOf(request.query) });
     return sendValue(request, reply, { logs });
+  });
+
+  app.put<DeviceParams>('/v1/admin/devices/:deviceId/pathpoints', async (request, reply) =>
+    sendValue(request, reply, await o.store.declarePathpoints(request.params.deviceId, parsePathpointDeclarations(request.body), { authoritative: true })),
+  );
+
+  // ---- BAOBs (spec §11): what the operator publishes, devices download ----
+  type BaobParams = { Params: { deviceId: string; key: string } };
+  const keyOf = (key: string) => {
+    const problem = baobProblem(key, 0);
+    if (problem) throw new PayloadError(problem);
+    return key;
+  };
+
+  app.get<DeviceParams>('/v1/admin/devices/:deviceId/baobs', async (request, reply) => sendValue(request, reply, { baobs: await o.store.listBaobs(request.params.deviceId) }));
+
+  app.get<BaobParams>('/v1/admin/devices/:deviceId/baobs/:key', async (request, reply) => {
+    const baob = await o.store.getBaob(request.params.deviceId, keyOf(request.params.key));
+    if (!baob) return sendError(request, reply, 404, `no BAOB ${JSON.stringify(request.params.key)} for ${request.params.deviceId}`);
+    return reply.header(BAOB_VERSION_HEADER, String(baob.version)).type('application/octet-stream').send(Buffer.from(baob.data.buffer, baob.data.byteOffset, baob.data.byteLength));
+  });
+
+  // Body: the new value's bytes (Content-Type application/octet-stream); the version is one above the last.
+  app.put<BaobParams>('/v1/admin/devices/:deviceId/baobs/:key', { bodyLimit: o.maxBaobBytes }, async (request, reply) => {
+    const key = keyOf(request.params.key);
+    if (!Buffer.isBuffer(request.body)) throw new PayloadError('send the BAOB value as the body, Content-Type application/octet-stream');
+    return sendValue(request, reply, await o.store.publishBaob(request.params.deviceId, key, request.body));
+  });
+
+  app.delete<BaobParams>('/v1/admin/devices/:deviceId/baobs/:key', async (request, reply) => {
+    const deleted = await o.store.deleteBaob(request.params.deviceId, keyOf(request.params.key));
+    if (!deleted) return sendError(request, reply, 404, `no BAOB ${JSON.stringify(request.params.key)} for ${request.params.deviceId}`);
+    return sendValue(request, reply, { deleted: true });
   });
 
   return app;

@@ -12,13 +12,16 @@ import {
   FrameDecoder,
   FrameType,
   frameTypeName,
+  parseBaobSyncRequest,
   parseLogRecords,
   parsePathpointData,
   ProtocolError,
   type BaobSyncResponse,
   type Frame,
 } from '../protocol/index.js';
+import { planBaobSync } from './baob-sync.js';
 import type { DeviceCounters, LiveSession } from './device-registry.js';
+import { FrameWriter } from './frame-writer.js';
 import { OrderDispatcher } from './order-dispatcher.js';
 import type { Store } from './store/index.js';
 import { UploadPipeline } from './upload-pipeline.js';
@@ -38,13 +41,14 @@ export interface DeviceSessionOptions {
 
 /** Frames only the server sends; a device sending them is confused but harmless. */
 const SERVER_FRAMES = new Set<number>([FrameType.ORDER, FrameType.DATA_STREAM_CONFIRM, FrameType.DATA_STREAM_REJECT, FrameType.SYNC_BAOB_RESPONSE]);
-const NO_BAOBS: BaobSyncResponse = { download: [], upload: [] };
 
 export class DeviceSession implements LiveSession {
   readonly deviceId: string;
   readonly connectedAt = Date.now();
   readonly remoteAddress: string;
   private readonly socket: TLSSocket;
+  /** Every frame to the device goes through it: one TLS record per frame (spec §12). */
+  private readonly writer: FrameWriter;
   private readonly log: Logger;
   private readonly counters: DeviceCounters;
   private readonly decoder: FrameDecoder;
@@ -57,6 +61,7 @@ export class DeviceSession implements LiveSession {
   constructor(private readonly o: DeviceSessionOptions) {
     this.deviceId = o.deviceId;
     this.socket = o.socket;
+    this.writer = new FrameWriter(o.socket);
     this.remoteAddress = `${o.socket.remoteAddress}:${o.socket.remotePort}`;
     this.log = o.logger;
     this.counters = o.counters;
@@ -82,7 +87,7 @@ export class DeviceSession implements LiveSession {
       source,
       window: this.o.window,
       write: (frame) => this.write(frame),
-      waitForDrain: () => this.waitForDrain(),
+      waitForDrain: () => this.writer.drained(),
       onFailure: (e) => this.fail('order source failed', e),
       // A fleet routine, not a fault: the device's newer connection is on another gateway.
       onRevoked: (reason) => {
@@ -98,7 +103,8 @@ export class DeviceSession implements LiveSession {
     this.counters.connections++;
     this.idleTimer = setTimeout(() => this.onIdle(), this.o.idleTimeoutMs);
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.log.info('device connected');
+    // recordPerFrame: the device did not offer ngtt-stream (the original client): one TLS record per frame.
+    this.log.info({ recordPerFrame: this.writer.recordPerFrame }, 'device connected');
     return this;
   }
 
@@ -168,9 +174,7 @@ export class DeviceSession implements LiveSession {
       case FrameType.LOGS:
         return this.onLogs(payload);
       case FrameType.SYNC_BAOB_REQUEST:
-        if (payload.length) decodeOrFail(payload, 'SYNC_BAOB_REQUEST');
-        this.write(encodeValueFrame(tid, FrameType.SYNC_BAOB_RESPONSE, NO_BAOBS));
-        return;
+        return this.onBaobSync(tid, payload);
       default:
         this.log.warn({ type, tid, name: frameTypeName(type), ignored: true }, SERVER_FRAMES.has(type) ? 'device sent a server-only frame' : 'unknown frame type');
     }
@@ -192,6 +196,24 @@ export class DeviceSession implements LiveSession {
     this.uploads.data(tid, series, payload);
   }
 
+  /**
+   * SYNC_BAOB_REQUEST `{key: version}` → SYNC_BAOB_RESPONSE `{download, upload, delete}` (spec
+   * §11; the bytes move over HTTPS). Answered when the store has; a malformed request closes the
+   * connection (the frame type has no error reply), an unreachable BAOB store too (the device
+   * syncs again after reconnecting).
+   */
+  private onBaobSync(tid: number, payload: Buffer): void {
+    const versions = parseBaobSyncRequest(payload.length ? decodeOrFail(payload, 'SYNC_BAOB_REQUEST') : undefined);
+    this.o.store.listBaobs(this.deviceId).then(
+      (held) => {
+        const plan = planBaobSync(held, versions);
+        const response: BaobSyncResponse = { download: plan.download, upload: plan.upload, delete: plan.delete };
+        this.write(encodeValueFrame(tid, FrameType.SYNC_BAOB_RESPONSE, response));
+      },
+      (e) => this.fail('BAOB sync failed', e),
+    );
+  }
+
   private onLogs(payload: Buffer): void {
     try {
       this.uploads.logs(parseLogRecords(decode(payload)), payload.length);
@@ -202,28 +224,15 @@ export class DeviceSession implements LiveSession {
     }
   }
 
-  private write(data: Buffer): boolean {
+  private write(frames: Buffer | Buffer[]): boolean {
     if (this.socket.destroyed) return true;
-    const ok = this.socket.write(data);
+    const ok = Array.isArray(frames) ? this.writer.writeAll(frames) : this.writer.write(frames);
     // A device that does not read its replies must not make us buffer without end.
     if (!ok && !this.readPauses.has('replies')) {
       this.pauseReading('replies', true);
-      this.socket.once('drain', () => this.pauseReading('replies', false));
+      void this.writer.drained().then(() => this.pauseReading('replies', false));
     }
     return ok;
-  }
-
-  private waitForDrain(): Promise<void> {
-    if (this.socket.destroyed || !this.socket.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        this.socket.off('drain', done);
-        this.socket.off('close', done);
-        resolve();
-      };
-      this.socket.on('drain', done);
-      this.socket.on('close', done);
-    });
   }
 
   private pauseReading(reason: string, paused: boolean): void {

@@ -7,6 +7,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { readDeviceIdentity } from '../pki/index.js';
+import { NGTT_STREAM_ALPN } from '../protocol/index.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { DeviceSession } from './device-session.js';
 import type { Store } from './store/index.js';
@@ -44,6 +45,8 @@ export class NgttListener {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
       handshakeTimeout: Math.min(o.idleTimeoutMs, 120_000),
+      // A device offering it parses every frame it reads (frame-writer.ts); others offer nothing.
+      ALPNProtocols: [NGTT_STREAM_ALPN],
     });
     this.server.on('connection', (socket: Socket) => {
       this.rawSockets.add(socket);

@@ -7,6 +7,7 @@ import { createAdminApi } from './admin-api.js';
 import { DeviceRegistry, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
 import { createHttpsApi } from './https-api.js';
 import { NgttListener, type ServerTlsOptions } from './listener.js';
+import { trustedProxyList } from './proxy-certificate.js';
 import { createMemoryStore, openSqliteStore, type Store } from './store/index.js';
 
 export interface ServerOptions {
@@ -32,6 +33,14 @@ export interface ServerOptions {
   window?: number;
   /** Default 16 MiB (frames and HTTP bodies). */
   maxFrameLength?: number;
+  /** Largest BAOB a device may upload or the operator publish, bytes. Default 16 MiB. */
+  maxBaobBytes?: number;
+  /**
+   * TLS-terminating proxies (IP addresses or CIDR ranges) whose `X-SSL-Client-Certificate`
+   * header the HTTPS device API believes, after verifying the certificate against `tls.ca`.
+   * Default none: the header is ignored from everyone.
+   */
+  trustedProxies?: string[];
   /** A device silent this long is disconnected. Default 150 000 (spec §5). */
   idleTimeoutMs?: number;
   logger?: Logger;
@@ -73,6 +82,13 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   const window = options.window ?? 4;
   if (!Number.isInteger(window) || window < 1 || window > 0x7fff) throw new ServerConfigError(`window must be 1..32767, not ${window}`);
   const maxFrameLength = options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH;
+  const maxBaobBytes = options.maxBaobBytes ?? DEFAULT_MAX_FRAME_LENGTH;
+  if (!Number.isInteger(maxBaobBytes) || maxBaobBytes < 1) throw new ServerConfigError(`maxBaobBytes must be a positive integer, not ${maxBaobBytes}`);
+  try {
+    trustedProxyList(options.trustedProxies ?? []);
+  } catch (e) {
+    throw new ServerConfigError((e as Error).message);
+  }
   const logger = options.logger ?? pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
   const ownStore = !options.store;
   const store = options.store ?? (options.dataDir ? openSqliteStore(join(options.dataDir, 'ngtt.db')) : createMemoryStore());
@@ -95,11 +111,20 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     maxFrameLength,
     logger: logger.child({ component: 'ngtt' }),
   });
-  const https = createHttpsApi({ tls: options.tls, store, registry, logger: logger.child({ component: 'https' }), bodyLimit: maxFrameLength, handshakeTimeoutMs: Math.min(idleTimeoutMs, 120_000) });
+  const https = createHttpsApi({
+    tls: options.tls,
+    store,
+    registry,
+    logger: logger.child({ component: 'https' }),
+    bodyLimit: maxFrameLength,
+    maxBaobBytes,
+    handshakeTimeoutMs: Math.min(idleTimeoutMs, 120_000),
+    trustedProxies: options.trustedProxies,
+  });
   const admin =
     adminPort === null
       ? null
-      : createAdminApi({ store, registry, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, enqueueOrder });
+      : createAdminApi({ store, registry, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, maxBaobBytes, enqueueOrder });
 
   const started: (() => Promise<unknown>)[] = [];
   const closeStarted = async () => {

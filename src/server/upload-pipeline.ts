@@ -1,7 +1,8 @@
 /**
  * DATA_STREAM and LOGS handling for one connection (spec §7, §8). Frames are answered in the
  * order they arrived, but not one at a time: whatever has queued up while the previous write
- * was in progress is stored in one transaction, then all its replies go out in one write.
+ * was in progress is stored in one transaction, then its replies go out together (each in TLS
+ * records of its own for a device that needs that, see frame-writer.ts).
  * That is what makes many DATA_STREAMs in flight pay off. A CONFIRM is only sent after the
  * store has resolved (durable). When too much waits, reading from the socket pauses, so a fast
  * device is slowed by TCP rather than by the server's memory.
@@ -19,8 +20,8 @@ export interface UploadPipelineOptions {
   deviceId: string;
   store: Store;
   counters: DeviceCounters;
-  /** Writes the replies of one flush (already concatenated). */
-  write(frames: Buffer): void;
+  /** Writes the replies of one flush, in order. */
+  write(frames: Buffer[]): void;
   /** Reading from the socket should stop (true) or go on (false). */
   setReadPaused(paused: boolean): void;
   /** The store failed: close the connection without confirming; the device sends the data again. */
@@ -89,7 +90,7 @@ export class UploadPipeline {
         this.queuedBytes -= batch.reduce((n, e) => n + e.bytes, 0);
         if (this.queuedBytes <= this.highWaterMark) this.o.setReadPaused(false);
         const replies = this.replies(batch);
-        if (replies.length) this.o.write(Buffer.concat(replies));
+        if (replies.length) this.o.write(replies);
       }
     } catch (e) {
       this.stopped = true;

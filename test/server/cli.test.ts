@@ -2,6 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { readFile, writeFile } from 'node:fs/promises';
+import { runBaob } from '../../src/cli/baob.js';
 import { runCerts } from '../../src/cli/certs.js';
 import { runOrder } from '../../src/cli/order.js';
 import { runServer } from '../../src/cli/server.js';
@@ -56,7 +58,44 @@ t.test('ngtt order against the admin API', async (t) => {
   t.match(await run(runOrder, 'list', 'dev-c', '--admin', 'http://127.0.0.1:1'), { code: 1, err: /cannot reach the admin API/ });
 });
 
+t.test('ngtt order list shows whether message orders were received', async (t) => {
+  const server = await startTestServer(await makePki());
+  t.teardown(() => server.close());
+  const admin = ['--admin', `http://127.0.0.1:${server.adminPort}`];
+  await server.enqueueOrder('dev-m', [{ orders: [{ type: 'message', uuid: 'hello-1' }, { type: 'message', uuid: 'hello-2' }], disposition: 0 }]);
+  await server.store.recordMessageReceipt('dev-m', 'hello-2');
+  const listed = await run(runOrder, 'list', 'dev-m', ...admin);
+  t.equal(listed.code, 0);
+  t.match(listed.out, /\n {4}message hello-1 {2}not received yet\n {4}message hello-2 {2}received \d{4}-\d\d-\d\dT/);
+});
+
+t.test('ngtt baob put, get, list, delete', async (t) => {
+  const server = await startTestServer(await makePki(), { maxBaobBytes: 1000 });
+  t.teardown(() => server.close());
+  const admin = ['--admin', `http://127.0.0.1:${server.adminPort}`];
+  const file = join(dir, 'setpoints.json');
+  await writeFile(file, '{"W1": 21}');
+  t.match(await run(runBaob, 'put', 'dev-b', 'setpoints.json', file, ...admin), { code: 0, out: 'setpoints.json version 1 (10 bytes)' });
+  await writeFile(file, '{"W1": 22}');
+  t.match(await run(runBaob, 'put', 'dev-b', 'setpoints.json', file, ...admin), { code: 0, out: /version 2/ });
+  t.equal((await server.store.getBaob('dev-b', 'setpoints.json'))?.version, 2);
+  t.match(await run(runBaob, 'list', 'dev-b', ...admin), { code: 0, out: /^setpoints\.json {2}version 2 {2}10 bytes/ });
+  const out = join(dir, 'fetched.json');
+  t.match(await run(runBaob, 'get', 'dev-b', 'setpoints.json', '--out', out, ...admin), { code: 0, err: /version 2/ });
+  t.equal(await readFile(out, 'utf8'), '{"W1": 22}');
+  t.match(await run(runBaob, 'delete', 'dev-b', 'setpoints.json', ...admin), { code: 0 });
+  t.match(await run(runBaob, 'list', 'dev-b', ...admin), { code: 0, out: 'no BAOBs for dev-b' });
+
+  await writeFile(file, Buffer.alloc(2000));
+  t.match(await run(runBaob, 'put', 'dev-b', 'big', file, ...admin), { code: 1, err: /413: request body larger than 1000 bytes/ });
+  t.match(await run(runBaob, 'get', 'dev-b', 'nothing', ...admin), { code: 1, err: /404: no BAOB "nothing"/ });
+  t.match(await run(runBaob, 'put', 'dev-b', 'x', join(dir, 'absent'), ...admin), { code: 1, err: /cannot read .*ENOENT/ });
+  t.match(await run(runBaob, 'put', 'dev-b', 'x', ...admin), { code: 2, err: /needs a device id, a key and a file/ });
+  t.match(await run(runBaob, 'list', 'dev-b', '--admin', 'http://127.0.0.1:1'), { code: 1, err: /cannot reach the admin API/ });
+});
+
 t.test('ngtt server: user mistakes are one line', async (t) => {
+  t.match(await run(runServer, '--trusted-proxy', '10.0.0.300', '--memory'), { code: 2, err: /--trusted-proxy: .*not an IP address or CIDR/ });
   t.match(await run(runServer, '--pki', join(dir, 'absent')), { code: 1, err: /does not exist/ });
   t.match(await run(runServer, '--ca', 'x'), { code: 2, err: /go together/ });
   t.match(await run(runServer, '--port', 'http'), { code: 2, err: /--port must be/ });

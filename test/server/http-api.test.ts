@@ -36,7 +36,7 @@ function request(port: number, method: string, path: string, o: { deviceId?: str
 const mj = (value: unknown) => ({ headers: { 'content-type': MJ, accept: MJ }, body: encode(value) });
 const json = (value: unknown) => ({ headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify(value) });
 
-t.test('HTTPS device API, in MiniJSON and in JSON', async (t) => {
+t.test('HTTPS device API, in MiniJSON and in JSON (replies as Accept asks)', async (t) => {
   const server = await startTestServer(pki);
   t.teardown(() => server.close());
   const port = server.httpsPort;
@@ -56,14 +56,21 @@ t.test('HTTPS device API, in MiniJSON and in JSON', async (t) => {
     t.equal((await server.store.getOrder(a))?.state, 'delivered');
 
     const data = [{ path: `W-${format}`, values: [[1_700_000_000_000, 5], [false, 1_700_000_000_001, 'invalid']] }];
-    t.equal((await request(port, 'POST', '/v1/device/pathpoints', wrap(data))).status, 204, `${format}: data upload`);
+    const upload = await request(port, 'POST', '/v1/device/pathpoints', wrap(data));
+    t.equal(upload.status, 200, `${format}: data upload`);
+    t.same(upload.value(), { values_stored: 2 });
     t.same((await server.store.readData('dev-h', { path: `W-${format}` })).map((s) => s.values), [data[0].values]);
 
-    t.equal((await request(port, 'PUT', '/v1/device/pathpoints', wrap([{ path: `W-${format}`, storage_level: 1 }]))).status, 204);
-    t.same(await server.store.readPathpointDeclarations('dev-h'), [{ path: `W-${format}`, storage_level: 1 }]);
+    const declared = await request(port, 'PUT', '/v1/device/pathpoints', wrap([{ path: `W-${format}`, storage_level: 1 }]));
+    t.equal(declared.status, 200);
+    const known = format === 'MiniJSON' ? [{ path: 'W-MiniJSON', storage_level: 1 }] : [{ path: 'W-MiniJSON', storage_level: 1 }, { path: 'W-JSON', storage_level: 1 }];
+    t.same(declared.value(), known, `${format}: answers every pathpoint the server knows for the device`);
+    t.same(await server.store.readPathpointDeclarations('dev-h'), known);
 
     const logs = [{ service: format, when: 5, message: 'hi', level: 20 }];
-    t.equal((await request(port, 'PUT', '/v1/device/device_logs', wrap(logs))).status, 204);
+    const logged = await request(port, 'PUT', '/v1/device/device_logs', wrap(logs));
+    t.equal(logged.status, 200);
+    t.same(logged.value(), { records_stored: 1 });
     t.same((await server.store.readLogs('dev-h')).at(-1)?.service, format);
 
     const config = await request(port, 'GET', '/v1/device', { headers: { accept: wrap(null).headers.accept } });
@@ -85,11 +92,11 @@ t.test('HTTPS: bad bodies are 400 with a message, never 500', async (t) => {
   for (const [name, path, o] of bad) {
     const r = await request(port, 'POST', path, o);
     t.equal(r.status, 400, name);
-    t.match(r.value(), { error: /\S/ }, `${name}: says why`);
+    t.match(r.value(), { status: /\S/ }, `${name}: says why`);
   }
   const logs = await request(port, 'PUT', '/v1/device/device_logs', mj([{ service: 1 }]));
   t.equal(logs.status, 400);
-  t.match(logs.value(), { error: /service/ });
+  t.match(logs.value(), { status: /service/ });
   t.equal((await request(port, 'PUT', '/v1/device/pathpoints', json([{ path: 'x' }]))).status, 400);
   t.same(await server.store.readData('dev-h'), [], 'nothing stored');
 });
@@ -106,7 +113,9 @@ t.test('HTTPS: identity only from the certificate', async (t) => {
   t.match(config.value(), { device_id: 'dev-h' });
   t.equal((await server.store.listOrders('victim', { state: 'queued' })).length, 1);
 
-  await t.rejects(request(port, 'GET', '/v1/device', { deviceId: null }), 'no client certificate: refused');
+  const none = await request(port, 'GET', '/v1/device', { deviceId: null });
+  t.equal(none.status, 403, 'no client certificate: 403');
+  t.match(none.value(), { status: /client certificate is required/ });
   const noId = await pki.device('victim', { omitDeviceId: true });
   const r = await new Promise<number>((resolve, reject) =>
     https
@@ -139,7 +148,7 @@ t.test('admin API', async (t) => {
   ] as const) {
     const r = await post('/v1/admin/devices/dev-a/orders', body);
     t.equal(r.status, 400, name);
-    t.match(await r.json(), { error: /\S/ });
+    t.match(await r.json(), { status: /\S/ });
   }
   const broken = await admin('/v1/admin/devices/dev-a/orders', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[{' });
   t.equal(broken.status, 400);

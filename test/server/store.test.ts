@@ -122,7 +122,90 @@ for (const [kind, make] of kinds) {
     t.same(await store.readPathpointDeclarations('dev'), [{ path: 'W1', storage_level: 1 }]);
     t.same(await store.getDeviceConfig('dev'), updated, 'declarations leave the config alone');
   });
+
+  t.test(`${kind}: declarations merge; the server's storage level stands unless the operator sets it`, async (t) => {
+    const store = make();
+    t.teardown(() => store.close());
+    t.same(await store.declarePathpoints('dev', [{ path: 'W1', storage_level: 1 }, { path: 'W2', storage_level: 1 }]), [
+      { path: 'W1', storage_level: 1 },
+      { path: 'W2', storage_level: 1 },
+    ]);
+    t.same(await store.declarePathpoints('dev', [{ path: 'W2', storage_level: 2 }, { path: 'W3', storage_level: 1 }], { authoritative: true }), [
+      { path: 'W1', storage_level: 1 },
+      { path: 'W2', storage_level: 2 },
+      { path: 'W3', storage_level: 1 },
+    ], 'the operator sets levels and names pathpoints the device did not declare');
+    t.same(await store.declarePathpoints('dev', [{ path: 'W2', storage_level: 1 }, { path: 'W4', storage_level: 1 }]), [
+      { path: 'W1', storage_level: 1 },
+      { path: 'W2', storage_level: 2 },
+      { path: 'W3', storage_level: 1 },
+      { path: 'W4', storage_level: 1 },
+    ], "a device's declaration adds W4 but does not undo the operator's level for W2");
+  });
+
+  t.test(`${kind}: message receipts show on the orders that carry the message`, async (t) => {
+    const store = make();
+    t.teardown(() => store.close());
+    const message = (uuid: string) => ({ orders: [{ type: 'message' as const, uuid }], disposition: 0 as const });
+    const id = await store.enqueueOrder('dev', [message('m-1'), { orders: [{ type: 'read' as const, path: 'W1' }, { type: 'message' as const, uuid: 'm-2' }], disposition: 1 as const }]);
+    const plain = await store.enqueueOrder('dev', section('A'));
+    t.same((await store.getOrder(id))?.messages, [{ uuid: 'm-1', receivedAt: null }, { uuid: 'm-2', receivedAt: null }]);
+    const at = await store.recordMessageReceipt('dev', 'm-2');
+    t.equal(await store.recordMessageReceipt('dev', 'm-2'), at, 'a repeat keeps the first receipt');
+    await store.recordMessageReceipt('other', 'm-1'); // another device's receipt says nothing about dev's message
+    const listed = await store.listOrders('dev');
+    t.same(listed.find((o) => o.id === id)?.messages, [{ uuid: 'm-1', receivedAt: null }, { uuid: 'm-2', receivedAt: at }]);
+    t.equal(listed.find((o) => o.id === plain)?.messages, undefined, 'orders without message orders have no `messages`');
+  });
+
+  t.test(`${kind}: BAOBs: versions, device offers, deletion`, async (t) => {
+    const store = make();
+    t.teardown(() => store.close());
+    const bytes = (s: string) => new TextEncoder().encode(s);
+    const v1 = await store.publishBaob('dev', 'config.json', bytes('one'));
+    t.match(v1, { key: 'config.json', version: 1, size: 3 });
+    t.match(await store.publishBaob('dev', 'config.json', bytes('two!')), { version: 2, size: 4 }, 'each change adds one');
+    t.same(await store.listBaobs('other'), [], 'BAOBs are per device');
+    const got = await store.getBaob('dev', 'config.json');
+    t.equal(Buffer.from(got!.data).toString(), 'two!');
+    t.equal(got!.version, 2);
+
+    t.same(await store.offerBaob('dev', 'config.json', bytes('stale'), 2), { stored: false, reason: 'not-newer', current: await infoOf(store, 'config.json') }, 'same version: refused');
+    t.match(await store.offerBaob('dev', 'config.json', bytes('device'), 5), { stored: true, info: { version: 5, size: 6 } }, 'a newer version from the device wins');
+    t.equal(Buffer.from((await store.getBaob('dev', 'config.json'))!.data).toString(), 'device');
+    t.same(await store.offerBaob('dev', 'unknown', bytes('x'), 1), { stored: false, reason: 'unknown' }, 'a device cannot create a BAOB');
+
+    t.equal(await store.deleteBaob('dev', 'config.json'), true);
+    t.equal(await store.deleteBaob('dev', 'config.json'), false);
+    t.same(await store.listBaobs('dev'), []);
+    t.equal(await store.getBaob('dev', 'config.json'), null);
+    t.same(await store.offerBaob('dev', 'config.json', bytes('back?'), 9), { stored: false, reason: 'unknown' }, 'nor revive a deleted one');
+    t.match(await store.publishBaob('dev', 'config.json', bytes('new')), { version: 6 }, 'republished after the deleted version 5, so no device copy looks newer');
+    await t.rejects(store.publishBaob('dev', 'a/b', bytes('x')), /"\/"/, 'a key with / is refused');
+  });
 }
+
+async function infoOf(store: LocalStore, key: string) {
+  const { data: _data, ...info } = (await store.getBaob('dev', key))!;
+  return info;
+}
+
+t.test('sqlite: BAOBs, tombstones and message receipts survive a restart', async (t) => {
+  const file = join(tmp, 'baobs.db');
+  const store = openSqliteStore(file);
+  await store.publishBaob('dev', 'fw.bin', Buffer.alloc(100_000, 7));
+  await store.publishBaob('dev', 'gone', Buffer.from('x'));
+  await store.deleteBaob('dev', 'gone');
+  const at = await store.recordMessageReceipt('dev', 'm-1');
+  await store.close();
+
+  const reopened = openSqliteStore(file);
+  t.teardown(() => reopened.close());
+  t.same((await reopened.listBaobs('dev')).map((b) => [b.key, b.version, b.size]), [['fw.bin', 1, 100_000]]);
+  t.ok(Buffer.from((await reopened.getBaob('dev', 'fw.bin'))!.data).equals(Buffer.alloc(100_000, 7)));
+  t.match(await reopened.publishBaob('dev', 'gone', Buffer.from('y')), { version: 2 }, 'the deleted version is remembered');
+  t.equal(await reopened.recordMessageReceipt('dev', 'm-1'), at);
+});
 
 t.test('sqlite: a reopened store keeps queued orders, requeues in-flight ones, keeps data', async (t) => {
   const file = join(tmp, 'restart.db');

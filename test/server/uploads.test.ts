@@ -91,7 +91,7 @@ t.test('LOGS stored without reply; malformed LOGS dropped; PING, SYNC_BAOB and u
   device.send(0, FrameType.LOGS, [{ service: 'x' }]);
   device.send(3, FrameType.SYNC_BAOB_REQUEST, { firmware: 3 });
   const baob = await device.takeType(FrameType.SYNC_BAOB_RESPONSE, 3);
-  t.same(decode(baob.payload), { download: [], upload: [] });
+  t.same(decode(baob.payload), { download: [], upload: [], delete: ['firmware'] }, 'the server has no BAOBs: the device should delete its own');
 
   device.send(9, 99, { future: true }); // unknown frame type: logged, ignored
   device.send(9, FrameType.ORDER, []); // a server-only frame from a device: likewise

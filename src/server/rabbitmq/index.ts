@@ -20,6 +20,7 @@ export * from './publisher.js';
 export * from './order-queue.js';
 export * from './sink.js';
 export * from './store.js';
+export * from './baob-rpc.js';
 
 export interface RabbitBackboneOptions extends BrokerConnectionOptions, TopologyOptions {
   /** Which settled orders go to `<prefix>.orders.settled`. Default 'rejected'. */

@@ -21,6 +21,10 @@
  *   - data and logs (readData, readLogs): only in `local` of a process that runs the sink
  *     (`sink: true`): it consumes `<prefix>.pathpoints` and `<prefix>.logs` into `local`.
  *   - device config and pathpoint declarations: `local` only, i.e. per gateway.
+ *   - BAOBs: in `local` of the process that runs the sink; the other gateways reach them by
+ *     request/reply over the broker (baob-rpc.ts). Without a sink, BAOB requests fail (503).
+ *   - message receipts: recorded in `local` and published as a `received` event on
+ *     `<prefix>.orders.settled`, merged into every gateway's history like the order events.
  * A broker-held order that this store has not seen an event for is shown as 'queued' until settled.
  *
  * Take-over: opening a device's source announces "device X connected at gateway G" on the
@@ -34,6 +38,9 @@ import { decode, encode } from '../../minijson/index.js';
 import { parseSections, PayloadError, type PathpointDeclaration, type Section } from '../../protocol/index.js';
 import type { LocalStore } from '../store/local-store.js';
 import type {
+  Baob,
+  BaobInfo,
+  BaobOffer,
   DeviceConfig,
   DeviceConfigPatch,
   ListOptions,
@@ -46,12 +53,13 @@ import type {
   StoredSeries,
   Uploads,
 } from '../store/types.js';
+import { BaobRpcClient, BaobRpcServer, type BaobStore } from './baob-rpc.js';
 import { ManagedChannel } from './channel.js';
 import { BrokerConnection, type BrokerConnectionOptions, type Logger } from './connection.js';
 import { openRabbitBackbone, type RabbitBackbone } from './index.js';
 import { OrderQueues, UnknownOrderError, type OrderDelivery, type OrderQueueSource as BrokerSource } from './order-queue.js';
 import { Sink } from './sink.js';
-import { checkDeviceId, HEADER_DEVICE, HEADER_OUTCOME, HEADER_REASON, type TopologyOptions } from './topology.js';
+import { checkDeviceId, HEADER_DEVICE, HEADER_MESSAGE, HEADER_OUTCOME, HEADER_REASON, type TopologyOptions } from './topology.js';
 
 export interface RabbitStoreOptions extends BrokerConnectionOptions, TopologyOptions {
   /** Order history, config, declarations and (with `sink`) the data read side. Closed with the store. */
@@ -70,6 +78,8 @@ export interface RabbitStoreOptions extends BrokerConnectionOptions, TopologyOpt
   orderConnections?: number;
   /** Most messages one HTTPS poll takes from a device's queue. Default 1000. */
   pollLimit?: number;
+  /** How long a gateway without the sink waits for the sink's answer to a BAOB request. Default 10 000 ms. */
+  baobTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -82,6 +92,10 @@ export class RabbitStore implements Store {
   private readonly seenUploads = new RecentIds(10_000);
   private sink: Sink | null = null;
   private history: ManagedChannel | null = null;
+  /** The sink's local store, directly (in the sink) or by request/reply (everywhere else). */
+  private baobs: BaobStore;
+  private baobServer: BaobRpcServer | null = null;
+  private baobClient: BaobRpcClient | null = null;
   /** Identifies this store on `<prefix>.control`. */
   readonly gatewayId = randomUUID();
   private closing: Promise<void> | null = null;
@@ -92,6 +106,12 @@ export class RabbitStore implements Store {
     private readonly opts: RabbitStoreOptions,
   ) {
     this.pool.push({ orders: backbone.orders, open: 0, conn: backbone.connection });
+    if (opts.sink) {
+      this.baobs = local;
+    } else {
+      this.baobClient = new BaobRpcClient(backbone.connection, { prefix: backbone.topology.prefix, timeoutMs: opts.baobTimeoutMs });
+      this.baobs = this.baobClient;
+    }
   }
 
   static async open(opts: RabbitStoreOptions): Promise<RabbitStore> {
@@ -115,6 +135,7 @@ export class RabbitStore implements Store {
           },
           { topology: backbone.topology },
         );
+        store.baobServer = await BaobRpcServer.start(backbone.connection, { prefix: backbone.topology.prefix, store: store.local });
       }
     } catch (err) {
       await store.close();
@@ -234,8 +255,47 @@ export class RabbitStore implements Store {
     return this.local.readLogs(deviceId, options);
   }
 
-  declarePathpoints(deviceId: string, declarations: PathpointDeclaration[]): Promise<void> {
-    return this.local.declarePathpoints(deviceId, declarations);
+  declarePathpoints(deviceId: string, declarations: PathpointDeclaration[], options?: { authoritative?: boolean }): Promise<PathpointDeclaration[]> {
+    return this.local.declarePathpoints(deviceId, declarations, options);
+  }
+
+  /** Recorded here at once, and published so that every gateway's history shows it. */
+  async recordMessageReceipt(deviceId: string, uuid: string): Promise<number> {
+    checkId(deviceId);
+    const at = await this.local.recordMessageReceipt(deviceId, uuid);
+    try {
+      await this.backbone.publisher.publish(this.topology.settledExchange, `received.${deviceId}`, encode({ uuid, at }), {
+        headers: { [HEADER_DEVICE]: deviceId, [HEADER_OUTCOME]: 'received', [HEADER_MESSAGE]: uuid },
+      });
+    } catch (err) {
+      this.backbone.connection.logger.warn({ err, deviceId, uuid }, 'message receipt publish failed');
+    }
+    return at;
+  }
+
+  listBaobs(deviceId: string): Promise<BaobInfo[]> {
+    checkId(deviceId);
+    return this.baobs.listBaobs(deviceId);
+  }
+
+  getBaob(deviceId: string, key: string): Promise<Baob | null> {
+    checkId(deviceId);
+    return this.baobs.getBaob(deviceId, key);
+  }
+
+  offerBaob(deviceId: string, key: string, data: Uint8Array, version: number): Promise<BaobOffer> {
+    checkId(deviceId);
+    return this.baobs.offerBaob(deviceId, key, data, version);
+  }
+
+  publishBaob(deviceId: string, key: string, data: Uint8Array): Promise<BaobInfo> {
+    checkId(deviceId);
+    return this.baobs.publishBaob(deviceId, key, data);
+  }
+
+  deleteBaob(deviceId: string, key: string): Promise<boolean> {
+    checkId(deviceId);
+    return this.baobs.deleteBaob(deviceId, key);
   }
 
   readPathpointDeclarations(deviceId: string): Promise<PathpointDeclaration[]> {
@@ -255,6 +315,8 @@ export class RabbitStore implements Store {
     return (this.closing ??= (async () => {
       for (const s of [...this.sources.values()]) await s.close().catch(() => {});
       await this.sink?.close().catch(() => {});
+      await this.baobServer?.close().catch(() => {});
+      await this.baobClient?.close().catch(() => {});
       await this.history?.close().catch(() => {});
       for (const p of this.pool.slice(1)) await p.conn.close().catch(() => {});
       await this.backbone.close().catch(() => {});
@@ -346,6 +408,16 @@ export class RabbitStore implements Store {
     const h = msg.properties.headers ?? {};
     const deviceId = String(h[HEADER_DEVICE] ?? '');
     const outcome = String(h[HEADER_OUTCOME] ?? '');
+    if (outcome === 'received') {
+      let receipt: { uuid?: unknown; at?: unknown };
+      try {
+        receipt = decode(msg.content) as typeof receipt;
+      } catch {
+        return; // malformed: dropped (requeueing could never fix it)
+      }
+      if (deviceId && typeof receipt?.uuid === 'string' && typeof receipt.at === 'number') await this.local.recordMessageReceipt(deviceId, receipt.uuid, receipt.at);
+      return;
+    }
     const record = toRecord(deviceId, msg);
     if (!deviceId || !record) return;
     const at = typeof msg.properties.timestamp === 'number' ? msg.properties.timestamp * 1000 : Date.now();

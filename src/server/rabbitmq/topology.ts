@@ -16,6 +16,8 @@ export const MINIJSON_CONTENT_TYPE = 'application/minijson';
 export const HEADER_DEVICE = 'x-ngtt-device';
 export const HEADER_OUTCOME = 'x-ngtt-outcome';
 export const HEADER_REASON = 'x-ngtt-reason';
+/** A message order's uuid, on `received` events (the device received that message). */
+export const HEADER_MESSAGE = 'x-ngtt-message';
 
 export type OrderQueueType = 'quorum' | 'classic';
 

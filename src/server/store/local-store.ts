@@ -4,14 +4,18 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { decode, encode } from '../../minijson/index.js';
-import type { LogRecord, PathpointDeclaration, PathpointSeries, Section } from '../../protocol/index.js';
+import { baobProblem, PayloadError, type LogRecord, type PathpointDeclaration, type PathpointSeries, type Section } from '../../protocol/index.js';
 import {
   applyConfigPatch,
   DEFAULT_LIST_LIMIT,
   defaultDeviceConfig,
   type DeviceConfig,
   type DeviceConfigPatch,
+  type Baob,
+  type BaobInfo,
+  type BaobOffer,
   type ListOptions,
+  type MessageReceipt,
   type OrderRecord,
   type OrderSource,
   type OrderState,
@@ -57,6 +61,20 @@ export interface Tables {
   getDevice(deviceId: string): { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] };
   putConfig(deviceId: string, config: DeviceConfig): void;
   putPathpoints(deviceId: string, declarations: PathpointDeclaration[]): void;
+  /** Stores the receipt unless one exists; returns the stored (first) receipt's time. */
+  insertReceipt(deviceId: string, uuid: string, at: number): number;
+  /** Receipt times of the device's message orders, by uuid. */
+  receipts(deviceId: string, uuids: string[]): Map<string, number>;
+  /** Live BAOBs of the device, by key. */
+  baobs(deviceId: string): BaobInfo[];
+  /** A live BAOB with its bytes. */
+  baob(deviceId: string, key: string): Baob | null;
+  /** Version of the BAOB, live or deleted (a tombstone), or null if it never existed. */
+  baobVersion(deviceId: string, key: string): { version: number; deleted: boolean } | null;
+  /** Inserts or replaces the live BAOB. */
+  putBaob(deviceId: string, baob: Baob): void;
+  /** Live → tombstone (bytes dropped, version kept); false if not live. */
+  deleteBaob(deviceId: string, key: string, at: number): boolean;
   close(): void;
 }
 
@@ -131,11 +149,29 @@ export class LocalStore implements Store {
   }
 
   async listOrders(deviceId: string, options: ListOptions & { state?: OrderState } = {}): Promise<OrderRecord[]> {
-    return this.tables.listOrders(deviceId, options.state, options.limit ?? DEFAULT_LIST_LIMIT);
+    return this.withReceipts(deviceId, this.tables.listOrders(deviceId, options.state, options.limit ?? DEFAULT_LIST_LIMIT));
   }
 
   async getOrder(orderId: string): Promise<OrderRecord | null> {
-    return this.tables.getOrder(orderId);
+    const order = this.tables.getOrder(orderId);
+    return order && this.withReceipts(order.deviceId, [order])[0];
+  }
+
+  async recordMessageReceipt(deviceId: string, uuid: string, at = Date.now()): Promise<number> {
+    return this.tables.insertReceipt(deviceId, uuid, at);
+  }
+
+  /** Adds `messages` (uuid, receipt time or null) to the orders that have message orders. */
+  private withReceipts(deviceId: string, orders: OrderRecord[]): OrderRecord[] {
+    const uuids = orders.flatMap(messageUuids);
+    if (!uuids.length) return orders;
+    const received = this.tables.receipts(deviceId, uuids);
+    return orders.map((order) => {
+      const own = messageUuids(order);
+      if (!own.length) return order;
+      const messages: MessageReceipt[] = own.map((uuid) => ({ uuid, receivedAt: received.get(uuid) ?? null }));
+      return { ...order, messages };
+    });
   }
 
   /**
@@ -180,8 +216,14 @@ export class LocalStore implements Store {
     );
   }
 
-  async declarePathpoints(deviceId: string, declarations: PathpointDeclaration[]): Promise<void> {
-    this.tables.putPathpoints(deviceId, declarations);
+  async declarePathpoints(deviceId: string, declarations: PathpointDeclaration[], options: { authoritative?: boolean } = {}): Promise<PathpointDeclaration[]> {
+    const known = new Map(this.tables.getDevice(deviceId).pathpoints.map((d) => [d.path, d]));
+    for (const d of declarations) {
+      if (options.authoritative || !known.has(d.path)) known.set(d.path, { path: d.path, storage_level: d.storage_level });
+    }
+    const merged = [...known.values()];
+    this.tables.putPathpoints(deviceId, merged);
+    return merged;
   }
 
   async readPathpointDeclarations(deviceId: string): Promise<PathpointDeclaration[]> {
@@ -198,10 +240,52 @@ export class LocalStore implements Store {
     return config;
   }
 
+  async listBaobs(deviceId: string): Promise<BaobInfo[]> {
+    return this.tables.baobs(deviceId);
+  }
+
+  async getBaob(deviceId: string, key: string): Promise<Baob | null> {
+    return this.tables.baob(deviceId, key);
+  }
+
+  // Each BAOB method below reads and writes synchronously: no other call interleaves.
+  async offerBaob(deviceId: string, key: string, data: Uint8Array, version: number): Promise<BaobOffer> {
+    checkBaob(key, version);
+    const current = this.tables.baobVersion(deviceId, key);
+    if (!current || current.deleted) return { stored: false, reason: 'unknown' };
+    if (version <= current.version) return { stored: false, reason: 'not-newer', current: infoOf(this.tables.baob(deviceId, key)!) };
+    return { stored: true, info: this.storeBaob(deviceId, key, data, version) };
+  }
+
+  async publishBaob(deviceId: string, key: string, data: Uint8Array): Promise<BaobInfo> {
+    checkBaob(key, 1);
+    return this.storeBaob(deviceId, key, data, (this.tables.baobVersion(deviceId, key)?.version ?? 0) + 1);
+  }
+
+  async deleteBaob(deviceId: string, key: string): Promise<boolean> {
+    return this.tables.deleteBaob(deviceId, key, Date.now());
+  }
+
+  private storeBaob(deviceId: string, key: string, data: Uint8Array, version: number): BaobInfo {
+    const baob: Baob = { key, version, size: data.length, updatedAt: Date.now(), data };
+    this.tables.putBaob(deviceId, baob);
+    return infoOf(baob);
+  }
+
   async close(): Promise<void> {
     for (const source of [...this.sources.values()]) await source.close();
     this.tables.close();
   }
+}
+
+const messageUuids = (order: OrderRecord): string[] =>
+  order.sections.flatMap((s) => s.orders.flatMap((o) => (o.type === 'message' && typeof o.uuid === 'string' ? [o.uuid] : [])));
+
+const infoOf = ({ key, version, size, updatedAt }: BaobInfo): BaobInfo => ({ key, version, size, updatedAt });
+
+function checkBaob(key: string, version: number): void {
+  const problem = baobProblem(key, version);
+  if (problem) throw new PayloadError(problem);
 }
 
 /** The last `limit` entries, oldest first, from rows read newest first. */

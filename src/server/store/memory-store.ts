@@ -1,7 +1,7 @@
 /** An in-memory Store for tests and throwaway runs: same semantics as SQLite, nothing survives. */
 import type { PathpointDeclaration } from '../../protocol/index.js';
 import { LocalStore, type Tables, type UploadRow } from './local-store.js';
-import type { DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
+import type { Baob, BaobInfo, DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
 
 interface Entry {
   seq: number;
@@ -18,6 +18,10 @@ class MemoryTables implements Tables {
   /** deviceId → hex digests of the data batches stored. */
   private readonly digests = new Map<string, Set<string>>();
   private readonly devices = new Map<string, { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] }>();
+  /** deviceId → uuid → first receipt time. */
+  private readonly receiptsByDevice = new Map<string, Map<string, number>>();
+  /** deviceId → key → BAOB; a deleted one stays as a tombstone (no data). */
+  private readonly baobsByDevice = new Map<string, Map<string, { baob: Baob; deleted: boolean }>>();
 
   insertOrder(order: OrderRecord): void {
     const entry = { seq: ++this.seq, order: structuredClone(order) };
@@ -102,6 +106,47 @@ class MemoryTables implements Tables {
 
   putPathpoints(deviceId: string, declarations: PathpointDeclaration[]): void {
     this.devices.set(deviceId, { ...this.getDevice(deviceId), pathpoints: structuredClone(declarations) });
+  }
+
+  insertReceipt(deviceId: string, uuid: string, at: number): number {
+    let mine = this.receiptsByDevice.get(deviceId);
+    if (!mine) this.receiptsByDevice.set(deviceId, (mine = new Map()));
+    if (!mine.has(uuid)) mine.set(uuid, at);
+    return mine.get(uuid)!;
+  }
+
+  receipts(deviceId: string, uuids: string[]): Map<string, number> {
+    const mine = this.receiptsByDevice.get(deviceId);
+    return new Map(uuids.flatMap((u) => (mine?.has(u) ? [[u, mine.get(u)!] as const] : [])));
+  }
+
+  baobs(deviceId: string): BaobInfo[] {
+    const live = [...(this.baobsByDevice.get(deviceId)?.values() ?? [])].filter((e) => !e.deleted);
+    return live.map(({ baob: { key, version, size, updatedAt } }) => ({ key, version, size, updatedAt })).sort((a, b) => (a.key < b.key ? -1 : 1));
+  }
+
+  baob(deviceId: string, key: string): Baob | null {
+    const entry = this.baobsByDevice.get(deviceId)?.get(key);
+    return entry && !entry.deleted ? { ...entry.baob, data: Uint8Array.from(entry.baob.data) } : null;
+  }
+
+  baobVersion(deviceId: string, key: string): { version: number; deleted: boolean } | null {
+    const entry = this.baobsByDevice.get(deviceId)?.get(key);
+    return entry ? { version: entry.baob.version, deleted: entry.deleted } : null;
+  }
+
+  putBaob(deviceId: string, baob: Baob): void {
+    let mine = this.baobsByDevice.get(deviceId);
+    if (!mine) this.baobsByDevice.set(deviceId, (mine = new Map()));
+    mine.set(baob.key, { baob: { ...baob, data: Uint8Array.from(baob.data) }, deleted: false });
+  }
+
+  deleteBaob(deviceId: string, key: string, at: number): boolean {
+    const entry = this.baobsByDevice.get(deviceId)?.get(key);
+    if (!entry || entry.deleted) return false;
+    entry.deleted = true;
+    entry.baob = { ...entry.baob, data: new Uint8Array(0), size: 0, updatedAt: at };
+    return true;
   }
 
   close(): void {}

@@ -16,7 +16,7 @@ import { dirname } from 'node:path';
 import { decode, encode } from '../../minijson/index.js';
 import type { PathpointDeclaration, Section } from '../../protocol/index.js';
 import { LocalStore, type Tables, type UploadRow } from './local-store.js';
-import type { DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
+import type { Baob, BaobInfo, DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
 
 export interface SqliteStoreOptions {
   /** Default 'FULL' (see above). */
@@ -60,6 +60,24 @@ CREATE TABLE IF NOT EXISTS devices (
   device_id TEXT PRIMARY KEY,
   config TEXT,
   pathpoints TEXT NOT NULL DEFAULT '[]'
+);
+-- POST /v1/device/orders/message/<uuid>: the device received that message order (first time kept).
+CREATE TABLE IF NOT EXISTS message_receipts (
+  device_id TEXT NOT NULL,
+  uuid TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  PRIMARY KEY (device_id, uuid)
+) WITHOUT ROWID;
+-- BAOBs (spec §11); a deleted one stays as a tombstone (deleted = 1, no data) to keep its version.
+CREATE TABLE IF NOT EXISTS baobs (
+  device_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0,
+  data BLOB,
+  PRIMARY KEY (device_id, key)
 );
 `;
 
@@ -140,6 +158,20 @@ class SqliteTables implements Tables {
       putPathpoints: db.prepare(
         `INSERT INTO devices (device_id, pathpoints) VALUES (?, ?) ON CONFLICT (device_id) DO UPDATE SET pathpoints = excluded.pathpoints`,
       ),
+      insertReceipt: db.prepare(`INSERT OR IGNORE INTO message_receipts (device_id, uuid, received_at) VALUES (?, ?, ?)`),
+      getReceipt: db.prepare<[string, string], { received_at: number }>(`SELECT received_at FROM message_receipts WHERE device_id = ? AND uuid = ?`),
+      baobs: db.prepare<[string], BaobInfo>(
+        `SELECT key, version, size, updated_at AS updatedAt FROM baobs WHERE device_id = ? AND deleted = 0 ORDER BY key`,
+      ),
+      baob: db.prepare<[string, string], BaobInfo & { data: Buffer }>(
+        `SELECT key, version, size, updated_at AS updatedAt, data FROM baobs WHERE device_id = ? AND key = ? AND deleted = 0`,
+      ),
+      baobVersion: db.prepare<[string, string], { version: number; deleted: number }>(`SELECT version, deleted FROM baobs WHERE device_id = ? AND key = ?`),
+      putBaob: db.prepare(
+        `INSERT INTO baobs (device_id, key, version, size, updated_at, deleted, data) VALUES (@deviceId, @key, @version, @size, @updatedAt, 0, @data)
+         ON CONFLICT (device_id, key) DO UPDATE SET version = excluded.version, size = excluded.size, updated_at = excluded.updated_at, deleted = 0, data = excluded.data`,
+      ),
+      deleteBaob: db.prepare(`UPDATE baobs SET deleted = 1, data = NULL, size = 0, updated_at = ? WHERE device_id = ? AND key = ? AND deleted = 0`),
     };
     const s = this.stmt;
     this.insertUploads = db.transaction((deviceId: string, data: UploadRow[], logs: UploadRow[]) => {
@@ -228,6 +260,43 @@ class SqliteTables implements Tables {
 
   putPathpoints(deviceId: string, declarations: PathpointDeclaration[]): void {
     this.stmt.putPathpoints.run(deviceId, JSON.stringify(declarations));
+  }
+
+  insertReceipt(deviceId: string, uuid: string, at: number): number {
+    this.stmt.insertReceipt.run(deviceId, uuid, at);
+    return this.stmt.getReceipt.get(deviceId, uuid)!.received_at;
+  }
+
+  receipts(deviceId: string, uuids: string[]): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const uuid of new Set(uuids)) {
+      const row = this.stmt.getReceipt.get(deviceId, uuid);
+      if (row) out.set(uuid, row.received_at);
+    }
+    return out;
+  }
+
+  baobs(deviceId: string): BaobInfo[] {
+    return this.stmt.baobs.all(deviceId);
+  }
+
+  baob(deviceId: string, key: string): Baob | null {
+    const row = this.stmt.baob.get(deviceId, key);
+    return row ? { ...row, data: row.data ?? new Uint8Array(0) } : null;
+  }
+
+  baobVersion(deviceId: string, key: string): { version: number; deleted: boolean } | null {
+    const row = this.stmt.baobVersion.get(deviceId, key);
+    return row ? { version: row.version, deleted: row.deleted === 1 } : null;
+  }
+
+  putBaob(deviceId: string, baob: Baob): void {
+    const { key, version, size, updatedAt, data } = baob;
+    this.stmt.putBaob.run({ deviceId, key, version, size, updatedAt, data });
+  }
+
+  deleteBaob(deviceId: string, key: string, at: number): boolean {
+    return this.stmt.deleteBaob.run(at, deviceId, key).changes === 1;
   }
 
   close(): void {

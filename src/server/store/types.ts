@@ -30,6 +30,17 @@ export interface OrderRecord {
   reason: string | null;
   /** How many times it has been handed out (NGTT pushes and HTTP polls). */
   deliveries: number;
+  /**
+   * Its message orders (spec §6), when it has any, with the time the device said it received
+   * each one (`POST /v1/device/orders/message/<uuid>`), or null while it has not.
+   */
+  messages?: MessageReceipt[];
+}
+
+export interface MessageReceipt {
+  uuid: string;
+  /** Unix milliseconds of the first receipt, or null: not received yet. */
+  receivedAt: number | null;
 }
 
 export type Settlement = 'confirmed' | 'rejected';
@@ -76,6 +87,26 @@ export type DeviceConfigPatch = Partial<Omit<DeviceConfig, 'device_id' | 'cultur
   culture_context?: Partial<CultureContext>;
 };
 
+/** A BAOB's metadata (spec §11): a key with a byte value whose version grows by one per change. */
+export interface BaobInfo {
+  key: string;
+  version: number;
+  /** Bytes of the value. */
+  size: number;
+  /** Unix milliseconds of the last change. */
+  updatedAt: number;
+}
+
+export interface Baob extends BaobInfo {
+  data: Uint8Array;
+}
+
+/**
+ * What became of a device's upload (`offerBaob`): stored, or refused because the store has no
+ * such BAOB (the device should delete it, spec §11) or has this version or a newer one.
+ */
+export type BaobOffer = { stored: true; info: BaobInfo } | { stored: false; reason: 'unknown' } | { stored: false; reason: 'not-newer'; current: BaobInfo };
+
 export interface ListOptions {
   /** Most recent entries, at most this many (default 1000). */
   limit?: number;
@@ -96,10 +127,29 @@ export interface Store {
   readData(deviceId: string, options?: ListOptions & { path?: string }): Promise<StoredSeries[]>;
   readLogs(deviceId: string, options?: ListOptions): Promise<StoredLogRecord[]>;
 
-  declarePathpoints(deviceId: string, declarations: PathpointDeclaration[]): Promise<void>;
+  /** The device received its message order `uuid`. Idempotent: resolves to the first receipt's time. */
+  recordMessageReceipt(deviceId: string, uuid: string): Promise<number>;
+
+  /**
+   * Merges pathpoint declarations into what the server knows of the device and resolves to the
+   * whole list. A device adds pathpoints it declares for the first time; the storage level of
+   * a known one stays the server's (spec §9: the answer tells the device which to use) unless
+   * `authoritative` (the operator) sets it.
+   */
+  declarePathpoints(deviceId: string, declarations: PathpointDeclaration[], options?: { authoritative?: boolean }): Promise<PathpointDeclaration[]>;
   readPathpointDeclarations(deviceId: string): Promise<PathpointDeclaration[]>;
   getDeviceConfig(deviceId: string): Promise<DeviceConfig>;
   updateDeviceConfig(deviceId: string, patch: DeviceConfigPatch): Promise<DeviceConfig>;
+
+  /** The device's BAOBs (spec §11), without their bytes, by key. */
+  listBaobs(deviceId: string): Promise<BaobInfo[]>;
+  getBaob(deviceId: string, key: string): Promise<Baob | null>;
+  /** A device's upload: stored only when the store holds `key` at a lower version (spec §11). */
+  offerBaob(deviceId: string, key: string, data: Uint8Array, version: number): Promise<BaobOffer>;
+  /** The operator's new value: version one above the current (or deleted) one, 1 for a new key. */
+  publishBaob(deviceId: string, key: string, data: Uint8Array): Promise<BaobInfo>;
+  /** Removes the BAOB (devices holding it are told to delete it); its version is remembered. False if there was none. */
+  deleteBaob(deviceId: string, key: string): Promise<boolean>;
 
   close(): Promise<void>;
 }
