@@ -52,6 +52,7 @@ export const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
   fastify: 'fastify@5',
   amqplib: 'amqplib@2',
   '@statelyai/inspect': '@statelyai/inspect@0.7',
+  '@fastify/multipart': '@fastify/multipart@10',
 };
 
 /** A failed import of a missing optional peer as a one-line UserError (exit 2), else undefined. */

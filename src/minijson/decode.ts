@@ -16,7 +16,14 @@ export interface DecodeOptions {
  * Every read is bounded by `end`; every count is checked against the bytes left before
  * anything is allocated for it.
  */
-let data: Buffer = Buffer.alloc(0);
+/**
+ * Node's own UTF-8 slicer, what toString('utf8', start, end) calls after checking its arguments
+ * (undocumented, present in every Node release; msgpackr relies on it too). Typed here, not by
+ * augmenting Buffer, so that the shipped declarations change nothing in a consumer's types.
+ */
+type SlicingBuffer = Buffer & { utf8Slice(start: number, end: number): string };
+
+let data = Buffer.alloc(0) as SlicingBuffer;
 let view = new DataView(data.buffer, data.byteOffset, 0);
 /** Where `data` starts in `view` (the view spans the whole ArrayBuffer under `data`). */
 let base = 0;
@@ -49,7 +56,7 @@ export function decodePrefix(bytes: Uint8Array, options?: DecodeOptions): { valu
 
 function begin(bytes: Uint8Array, options: DecodeOptions | undefined): void {
   if (!(bytes instanceof Uint8Array)) throw new DecodingError('input is not a Uint8Array', 0);
-  data = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  data = (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as SlicingBuffer;
   // Many inputs are views of one larger buffer (frames of a received chunk, pool slices): one view per buffer.
   if (view.buffer !== data.buffer) view = new DataView(data.buffer);
   base = data.byteOffset;
@@ -63,7 +70,7 @@ const EMPTY_VIEW = new DataView(EMPTY.buffer, 0, 0);
 
 function release(): void {
   // Do not keep the caller's buffer alive.
-  data = EMPTY;
+  data = EMPTY as SlicingBuffer;
   view = EMPTY_VIEW;
 }
 
@@ -395,14 +402,4 @@ function readMap(n: number, depth: number): Record<string, unknown> | Map<unknow
   const map = new Map<unknown, unknown>();
   for (let i = 0; i < n; i++) map.set(keys[i], values[i]);
   return map;
-}
-
-declare module 'node:buffer' {
-  interface Buffer {
-    /**
-     * Node's own UTF-8 slicer, what toString('utf8', start, end) calls after checking its
-     * arguments (undocumented, present in every Node release; msgpackr relies on it too).
-     */
-    utf8Slice(start: number, end: number): string;
-  }
 }

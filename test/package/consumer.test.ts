@@ -77,6 +77,9 @@ t.test('(c) a strict NodeNext TypeScript project type-checks against the shipped
   const errors = (out: string) => out.split('\n').filter((l) => /error TS\d+/.test(l));
   const [r, controlRun] = await Promise.all([exec(node, [tsc, '-p', '.', '--listFiles'], app), exec(node, [tsc, '-p', 'tsconfig.xstate.json'], app)]);
   const found = errors(r.stdout);
+  // A crashed compiler prints no diagnostics at all: that must not read as "no errors".
+  t.notMatch(r.stdout + r.stderr, /Debug Failure|^\s+at \S+ \(/m, 'tsc ran to the end');
+  t.match(r.stdout, /node_modules\/ngtt\//, 'tsc listed the files it checked');
   t.same(found.filter((e) => !e.startsWith('node_modules/xstate/')), [], "no error in ngtt's declarations or in the consumer's code");
   // xstate 5's own declarations do not pass exactOptionalPropertyTypes with skipLibCheck off, in
   // any project that imports xstate: the consumer may show those, and nothing more.
