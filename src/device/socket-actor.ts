@@ -20,6 +20,10 @@ export interface SocketActorOptions {
   counters?: TrafficCounters;
   /** Told about frames whose payload is not MiniJSON (they are handed on with payload undefined). */
   onBadPayload?: (type: number, error: Error) => void;
+  /** Told about a frame that could not be encoded (it is dropped). */
+  onBadFrame?: (type: number, error: Error) => void;
+  /** Told why a connection failed or ended, with the error itself (the machine gets its message). */
+  onSocketError?: (error: Error) => void;
 }
 
 /** `encoded` as is, else `payload` as MiniJSON, else an empty payload (see OutFrame). */
@@ -34,15 +38,44 @@ export function decodePayload(payload: Buffer): unknown {
   return payload.length === 0 ? undefined : decode(payload);
 }
 
+/**
+ * One TLS connection per invocation. Backpressure: frames are written while the socket takes
+ * them; once it needs to drain, they wait here until it has (the senders' windows bound how
+ * many). SOCKET.SENT is reported when a frame was flushed to the kernel, not when it was queued.
+ */
 export function socketActor(options: SocketActorOptions) {
   const counters = options.counters ?? { bytesSent: 0, bytesReceived: 0 };
-  return fromCallback<SocketCommand, SocketInput>(({ sendBack, receive }) => {
-    const report = (event: SocketEvent) => sendBack(event);
+  return fromCallback<SocketCommand, SocketInput>(({ input, sendBack, receive }) => {
     let socket: NgttSocket | undefined;
     let stopped = false;
     let closeRequested = false;
+    const waiting: OutFrame[] = [];
+    const giveUp = new AbortController();
+    const report = (event: SocketEvent) => {
+      if (!stopped) sendBack(event);
+    };
 
-    NgttSocket.connect(options.connect).then(
+    const write = (s: NgttSocket, frame: OutFrame) => {
+      let bytes: Buffer;
+      try {
+        bytes = encodeOutFrame(frame);
+      } catch (error) {
+        options.onBadFrame?.(frame.type, error as Error);
+        return;
+      }
+      counters.bytesSent += bytes.length;
+      s.send(bytes, (error) => {
+        if (!error) report({ type: 'SOCKET.SENT', frameType: frame.type, tid: frame.tid, bytes: bytes.length });
+      });
+    };
+    /** Writes what waits while the socket takes it (`all`: regardless, before closing). */
+    const pump = (all = false) => {
+      const s = socket;
+      if (!s) return;
+      while (waiting.length && !s.closed && (all || !s.needsDrain)) write(s, waiting.shift()!);
+    };
+
+    NgttSocket.connect({ ...options.connect, connectTimeoutMs: input.connectTimeoutMs, signal: giveUp.signal }).then(
       (s) => {
         if (stopped) return s.destroy();
         socket = s;
@@ -56,32 +89,40 @@ export function socketActor(options: SocketActorOptions) {
           }
           report({ type: 'SOCKET.FRAME', frame: { type: frame.type, tid: frame.tid, payload } });
         });
+        s.on('drain', () => pump());
         s.on('close', (error) => {
-          if (!stopped) report({ type: 'SOCKET.CLOSED', error: error?.message });
+          if (error && !stopped) options.onSocketError?.(error);
+          report({ type: 'SOCKET.CLOSED', error: error?.message });
         });
         report({ type: 'SOCKET.OPEN' });
-        if (closeRequested) void s.close();
+        if (closeRequested) {
+          pump(true);
+          void s.close();
+        }
       },
       (error: Error) => {
-        if (!stopped) report({ type: 'SOCKET.CLOSED', error: error.message });
+        if (stopped) return;
+        options.onSocketError?.(error);
+        report({ type: 'SOCKET.CLOSED', error: error.message });
       },
     );
 
     receive((command) => {
       if (command.type === 'CLOSE') {
         closeRequested = true;
-        if (socket) void socket.close();
+        if (socket) {
+          pump(true);
+          void socket.close();
+        }
         return;
       }
-      if (!socket || socket.closed) return;
-      const bytes = encodeOutFrame(command.frame);
-      socket.send(bytes);
-      counters.bytesSent += bytes.length;
-      report({ type: 'SOCKET.SENT', frameType: command.frame.type, bytes: bytes.length });
+      waiting.push(command.frame);
+      pump();
     });
 
     return () => {
       stopped = true;
+      giveUp.abort();
       socket?.destroy();
     };
   });

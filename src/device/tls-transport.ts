@@ -18,6 +18,8 @@ export interface NgttConnectOptions extends DeviceTlsOptions {
   maxFrameLength?: number;
   /** TCP connect plus TLS handshake. Default 15 s. */
   connectTimeoutMs?: number;
+  /** Aborting it gives the connect up at once (the caller no longer wants it). */
+  signal?: AbortSignal;
   /** Clock for lastSentAt/lastReceivedAt (ms). Default Date.now. */
   now?: () => number;
 }
@@ -82,16 +84,24 @@ export class NgttSocket extends EventEmitter<NgttSocketEvents> {
   /** Resolves once the TLS handshake is done and the server certificate and host name verified. */
   static connect(options: NgttConnectOptions): Promise<NgttSocket> {
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const signal = options.signal;
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(Object.assign(new Error('connect aborted'), { code: 'ABORT_ERR' }));
       const socket = tls.connect({ ...deviceTlsOptions(options.host, options), port: options.port ?? DEFAULT_NGTT_PORT });
       const timer = setTimeout(() => socket.destroy(new Error(`connect to ${options.host} timed out after ${timeoutMs} ms`)), timeoutMs);
-      const fail = (error: Error) => {
+      const onAbort = () => socket.destroy(Object.assign(new Error('connect aborted'), { code: 'ABORT_ERR' }));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const settled = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const fail = (error: Error) => {
+        settled();
         reject(error);
       };
       socket.once('error', fail);
       socket.once('secureConnect', () => {
-        clearTimeout(timer);
+        settled();
         socket.off('error', fail);
         // rejectUnauthorized already refuses an unverified peer; this guards against a future option slip.
         if (!socket.authorized) {
@@ -119,14 +129,19 @@ export class NgttSocket extends EventEmitter<NgttSocketEvents> {
 
   /**
    * Queues an encoded frame. Returns false when the buffer is past its high-water mark (the
-   * frame is still queued) or when the connection is closed (the frame is dropped).
+   * frame is still queued: wait for 'drain' before sending more) or when the connection is
+   * closed (the frame is dropped). `flushed` is called once the frame was handed to the kernel
+   * (with an error if the connection went first).
    */
-  send(frame: Buffer): boolean {
-    if (this.closed) return false;
+  send(frame: Buffer, flushed?: (error?: Error | null) => void): boolean {
+    if (this.closed) {
+      if (flushed) queueMicrotask(() => flushed(new ConnectionClosedError(this.closeError)));
+      return false;
+    }
     this.bytesSent += frame.length;
     this.framesSent++;
     this.lastSentAt = this.now();
-    return this.socket.write(frame);
+    return this.socket.write(frame, flushed);
   }
 
   /** A frame whose payload is `value` as MiniJSON. */

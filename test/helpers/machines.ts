@@ -35,7 +35,7 @@ export function fakeSocketActor(sockets: FakeSocket[], opts: { autoSent?: boolea
     receive((cmd) => {
       s.commands.push(cmd);
       if (cmd.type === 'SEND' && opts.autoSent !== false) {
-        sendBack({ type: 'SOCKET.SENT', frameType: cmd.frame.type, bytes: 8 });
+        sendBack({ type: 'SOCKET.SENT', frameType: cmd.frame.type, tid: cmd.frame.tid, bytes: 8 });
       }
     });
     return () => {
