@@ -42,6 +42,13 @@ export interface TransmitEvent {
   frame: OutFrame;
 }
 
+/** `defaults` with what `given` sets; a key given as undefined keeps its default (unlike a spread). */
+export function withDefaults<T extends object>(defaults: T, given: Partial<T> | undefined): T {
+  const out = { ...defaults };
+  if (given) for (const key of Object.keys(given) as (keyof T)[]) if (given[key] !== undefined) out[key] = given[key] as T[keyof T];
+  return out;
+}
+
 // ---- backoff --------------------------------------------------------------------------------
 
 export interface BackoffOptions {

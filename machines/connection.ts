@@ -30,7 +30,7 @@
  */
 import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
-import { type BackoffOptions, type InFrame, type OutFrame, type Random, DEFAULT_BACKOFF, backoffDelay } from './common.js';
+import { type BackoffOptions, type InFrame, type OutFrame, type Random, DEFAULT_BACKOFF, backoffDelay, withDefaults } from './common.js';
 
 /** The tid of our PING. One PING is outstanding at most, so one tid is reserved for it (upload uses 1..0x7FFE). */
 export const PING_TID = 0x7fff;
@@ -189,11 +189,7 @@ export const connectionMachine = setup({
   context: ({ input }) => ({
     wantOrders: input.wantOrders ?? true,
     random: input.random,
-    timings: {
-      ...DEFAULT_CONNECTION_TIMINGS,
-      ...input.timings,
-      backoff: { ...DEFAULT_BACKOFF, ...input.timings?.backoff },
-    },
+    timings: { ...withDefaults(DEFAULT_CONNECTION_TIMINGS, input.timings as Partial<ConnectionTimings>), backoff: withDefaults(DEFAULT_BACKOFF, input.timings?.backoff) },
     failures: 0,
     backoffMs: 0,
     epoch: 0,

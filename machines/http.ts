@@ -15,7 +15,7 @@
  * The machine's output says how it ended: {outcome, status?, body?, error?, attempts}.
  */
 import { type PromiseActorLogic, assign, fromPromise, setup } from 'xstate';
-import { type BackoffOptions, type HttpResult, type Random, DEFAULT_BACKOFF, backoffDelay, errorText, httpOutcome } from './common.js';
+import { type BackoffOptions, type HttpResult, type Random, DEFAULT_BACKOFF, backoffDelay, errorText, httpOutcome, withDefaults } from './common.js';
 
 export type HttpRequestOutcome = 'ok' | 'refused' | 'cancelled';
 
@@ -81,7 +81,7 @@ export const httpRequestMachine = setup({
   context: ({ input }) => ({
     request: input.request,
     random: input.random,
-    retry: { ...DEFAULT_BACKOFF, ...input.retry },
+    retry: withDefaults(DEFAULT_BACKOFF, input.retry),
     attempts: 0,
     retryMs: 0,
     cancelled: false,

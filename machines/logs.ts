@@ -18,7 +18,7 @@
 import { assign, fromPromise, not, sendParent, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
 import type { LogRecord } from '../src/protocol/messages.js';
-import { type BackoffOptions, type FaultReport, type Link, type LinkEvent, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText } from './common.js';
+import { type BackoffOptions, type FaultReport, type Link, type LinkEvent, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from './common.js';
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 
 export interface LogsInput {
@@ -111,7 +111,7 @@ export const logsMachine = setup({
   id: 'logs',
   context: ({ input }) => ({
     random: input.random,
-    retry: { ...DEFAULT_BACKOFF, ...input.retry },
+    retry: withDefaults(DEFAULT_BACKOFF, input.retry),
     link: input.link ?? 'none',
     sending: [],
     dirty: true,

@@ -46,7 +46,7 @@
 import { type ActorRefFrom, type ErrorActorEvent, assign, emit, enqueueActions, fromPromise, not, sendTo, setup, stateIn } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
 import type { PathpointDeclaration } from '../src/protocol/messages.js';
-import { type BackoffOptions, type FaultReport, type InFrame, type Link, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText } from './common.js';
+import { type BackoffOptions, type FaultReport, type InFrame, type Link, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from './common.js';
 import { type ConnectionInput, type ConnectionReport, type ConnectionState, connectionMachine } from './connection.js';
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 import { type LogsReport, logsMachine } from './logs.js';
@@ -346,7 +346,7 @@ export const supervisorMachine = setup({
     random: input.random,
     graceMs: input.graceMs ?? 60_000,
     pollIntervalMs: input.pollIntervalMs ?? 30_000,
-    retry: { ...DEFAULT_BACKOFF, ...input.retry },
+    retry: withDefaults(DEFAULT_BACKOFF, input.retry),
     connectionTimings: input.connection,
     window: input.upload?.window,
     link: 'none',

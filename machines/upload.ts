@@ -42,6 +42,7 @@ import {
   DEFAULT_BACKOFF,
   backoffDelay,
   errorText,
+  withDefaults,
 } from './common.js';
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 
@@ -250,7 +251,7 @@ export const uploadMachine = setup({
   type: 'parallel',
   context: ({ input }) => ({
     window: input.options?.window ?? DEFAULT_UPLOAD_OPTIONS.window,
-    retry: { ...DEFAULT_UPLOAD_OPTIONS.retry, ...input.options?.retry },
+    retry: withDefaults(DEFAULT_UPLOAD_OPTIONS.retry, input.options?.retry),
     random: input.random,
     link: input.link ?? 'none',
     inFlight: [],

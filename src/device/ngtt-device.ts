@@ -14,7 +14,7 @@
 import { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
 import { type InspectionEvent, type Observer, type Subscription, createActor, fromPromise } from 'xstate';
-import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, errorText } from '../../machines/common.js';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from '../../machines/common.js';
 import { connectionMachine, type ConnectionInput, type ConnectionState } from '../../machines/connection.js';
 import { logsMachine, type NextLogs } from '../../machines/logs.js';
 import { orderMachine, type OrderDoneReport } from '../../machines/order.js';
@@ -233,7 +233,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     this.deviceId = deviceIdOf(options.cert);
     this.log = (options.logger ?? pino({ enabled: false })).child({ component: 'ngtt-device', deviceId: this.deviceId });
     this.connection = options.ngtt ? 'disconnected' : 'disabled';
-    this.retry = { ...DEFAULT_BACKOFF, ...options.retry };
+    this.retry = withDefaults(DEFAULT_BACKOFF, options.retry);
     this.random = options.random ?? Math.random;
     // Records logged before start() wait here (bounded) until the logs machine asks for them.
     this.shipper = new LogShipper({

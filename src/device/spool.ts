@@ -14,6 +14,7 @@
  */
 import { decode, encode } from '../minijson/index.js';
 import { parsePathpointData, type PathpointSeries, type PathpointValue } from '../protocol/index.js';
+import { withDefaults } from '../../machines/common.js';
 import { openDeviceDatabase, type DeviceDatabase } from './database.js';
 
 export interface SpoolBatch {
@@ -323,12 +324,7 @@ abstract class SpoolBase implements Spool {
   constructor(options: SpoolOptions) {
     this.maxValues = options.maxValues ?? DEFAULT_SPOOL_MAX_VALUES;
     this.maxRejected = options.maxRejected ?? DEFAULT_MAX_REJECTED;
-    const b = options.batch ?? {};
-    this.limits = {
-      maxValues: b.maxValues ?? DEFAULT_BATCH_LIMITS.maxValues,
-      maxBytes: b.maxBytes ?? DEFAULT_BATCH_LIMITS.maxBytes,
-      maxAgeMs: b.maxAgeMs ?? DEFAULT_BATCH_LIMITS.maxAgeMs,
-    };
+    this.limits = withDefaults(DEFAULT_BATCH_LIMITS, options.batch);
     this.now = options.now ?? Date.now;
     this.onUnreadable = options.onUnreadable;
   }
