@@ -4,15 +4,15 @@
  * a full disk makes push() reject clearly, loses nothing already stored, and passes once there
  * is room again.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import { decode, encode } from '../../src/minijson/index.js';
 import type { PathpointValue } from '../../src/protocol/index.js';
 import { MemorySpool, SpoolStorageError, SqliteSpool, frameSeries } from '../../src/device/spool.js';
+import { fill, smallDisk, unfill } from '../helpers/disk.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ngtt-spool-faults-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -119,41 +119,7 @@ t.test('memory: the same checks', async (t) => {
   t.equal(spool.unreadable()[0].seq, 2);
 });
 
-/** A small tmpfs of our own (2 MiB), so the disk can be filled without touching the machine's. */
-function smallDisk(): { mount?: string; skip: string | false } {
-  const mount = join(dir, 'tmpfs');
-  mkdirSync(mount, { recursive: true });
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2048k', 'tmpfs', mount], { stdio: 'pipe' });
-  } catch (error) {
-    return { skip: `cannot mount a tmpfs here (needs root): ${(error as Error).message.split('\n')[0]}` };
-  }
-  t.teardown(() => execFileSync('umount', ['-l', mount]));
-  return { mount, skip: false };
-}
-const disk = smallDisk();
-
-/** Fills the disk, leaving (about) nothing free. */
-function fill(mount: string): string {
-  const filler = join(mount, 'filler');
-  const chunk = Buffer.alloc(64 * 1024, 1);
-  let i = 0;
-  for (;;) {
-    try {
-      writeFileSync(`${filler}-${i++}`, chunk);
-    } catch {
-      break;
-    }
-  }
-  for (const size of [4096, 512, 64]) {
-    try {
-      for (;;) writeFileSync(`${filler}-${i++}`, Buffer.alloc(size, 1));
-    } catch {
-      // full at this size
-    }
-  }
-  return filler;
-}
+const disk = smallDisk(t, dir, 2048);
 
 t.test('sqlite on a full disk: push rejects clearly, stored values stay, and it works again when there is room', { skip: disk.skip }, async (t) => {
   const mount = disk.mount!;
@@ -161,7 +127,7 @@ t.test('sqlite on a full disk: push rejects clearly, stored values stay, and it 
   t.teardown(() => spool.close());
   await spool.push({ path: 'W1', values: Array.from({ length: 100 }, (_, i) => v(i, i)) });
   const batch = spool.takeBatch({ maxValues: 50 })!;
-  const filler = fill(mount);
+  fill(mount);
 
   const big = Array.from({ length: 5000 }, (_, i) => v(1000 + i, `value ${i} `.repeat(10)));
   const failure = await spool.push({ path: 'W2', values: big }).then(
@@ -173,7 +139,7 @@ t.test('sqlite on a full disk: push rejects clearly, stored values stay, and it 
   t.match((failure as Error).message, /^spool write failed: /);
   t.same([spool.pendingValues, spool.batchedValues], [50, 50], 'nothing of the refused push counted; nothing stored is lost');
 
-  for (const f of readdirSync(mount)) if (f.startsWith(basename(filler))) unlinkSync(join(mount, f));
+  unfill(mount);
   await spool.push({ path: 'W2', values: big });
   t.equal(spool.pendingValues, 5050, 'room again: the same push goes through');
   t.equal(spool.confirm(batch.id), true);
