@@ -277,7 +277,10 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     const was = this.current;
     this.current = state;
     const up = state === 'authenticated';
-    if (up) this.epoch = epoch;
+    if (up) {
+      this.epoch = epoch;
+      this.lastError = undefined;
+    }
     const link = up ? ('ngtt' as const) : ('none' as const);
     this.upload.send({ type: 'LINK', link });
     this.logs.send({ type: 'LINK', link });
@@ -285,7 +288,8 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     queueMicrotask(() => {
       this.emit('state', state);
       if (up) this.emit('connected');
-      else if (was === 'authenticated') this.emit('disconnected', this.lastError ?? (reason && state === 'backoff' ? new Error(reason) : undefined));
+      // Why the link went: the socket's error, or the keepalive's verdict ('PING not answered').
+      else if (was === 'authenticated') this.emit('disconnected', this.lastError ?? (reason ? new Error(reason) : undefined));
     });
     if (this.first && up) {
       this.first.resolve();

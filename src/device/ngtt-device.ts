@@ -125,7 +125,8 @@ export interface DeviceFault {
 
 export interface NgttDeviceEvents {
   order: [event: DeviceOrderEvent];
-  state: [state: ConnectionStateName];
+  /** The connection's state; entering backoff says why the link went (e.g. 'PING not answered') and how long it waits. */
+  state: [state: ConnectionStateName, detail: { reason?: string; delayMs?: number }];
   transport: [transport: Transport];
   'values-confirmed': [count: number];
   /** Something went wrong and was contained; status().faults tells what is still failing. */
@@ -449,7 +450,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private handle(e: SupervisorEmitted): void {
     switch (e.type) {
       case 'CONNECTION.STATE':
-        if (this.options.ngtt) this.setConnection(e.state);
+        if (this.options.ngtt) this.setConnection(e.state, { reason: e.reason, delayMs: e.delayMs });
         return;
       case 'TRANSPORT':
         return this.setTransport(e.transport);
@@ -495,10 +496,10 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     this.emit('order', { phase: 'done', key: e.key, id: e.id, via: e.via, outcome: e.outcome, reason: e.reason, executed: e.executed });
   }
 
-  private setConnection(state: ConnectionStateName): void {
-    if (state === this.connection) return;
+  private setConnection(state: ConnectionStateName, detail: { reason?: string; delayMs?: number } = {}): void {
+    if (state === this.connection && state !== 'backoff') return;
     this.connection = state;
-    this.emit('state', state);
+    this.emit('state', state, detail);
   }
 
   private setTransport(transport: Transport): void {
