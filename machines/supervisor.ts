@@ -39,9 +39,11 @@
  * Emitted for the runtime (actor.on): SupervisorEmitted below. The runtime learns everything
  * from these; it never reads state names.
  *
- * Adding a long-lived child (a BAOB sync, say): name its actor in setup(), give it a region like
- * `logs` (running with onError → faulted → running), add it to `linkAll` if it follows the
- * link, and send it what it needs from `connectionState` (e.g. a sync after each CONNECTION.UP).
+ * Adding a long-lived child (a BAOB sync, say): name its actor in setup(), add its name to
+ * `Child` and a `restart<Name>` delay, give it a region like `logs` (`running` invoking it with
+ * onError: childFailed(name), `faulted`: restartAfterBackoff(…)), add it to `linkAll` if it
+ * follows the link, and send it what it needs from `connectionState` (e.g. SYNC whenever the
+ * state is `authenticated`: after every (re)connect). Talk to it through `check(running.x)`.
  */
 import { type ActorRefFrom, type ErrorActorEvent, assign, emit, enqueueActions, fromPromise, not, sendTo, setup, stateIn } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
@@ -183,6 +185,22 @@ const running = {
   upload: stateIn({ upload: 'running' }),
   logs: stateIn({ logs: 'running' }),
 } as unknown as Record<Child, never>;
+
+/*
+ * A long-lived child is supervised the same way in each of its regions: `running` invokes it
+ * (onError → `faulted`, and after a minute without failing its restart count starts over);
+ * `faulted` restarts it after its backoff delay.
+ */
+const childFailed = (child: Child) => ({
+  target: 'faulted' as const,
+  actions: { type: 'childFailed' as const, params: ({ event }: { event: { error?: unknown } }) => ({ child, error: event.error }) },
+});
+const stableAfterAMinute = (child: Child) => ({ stable: { actions: { type: 'childStable' as const, params: child } } });
+const restartAfterBackoff = <D extends 'restartConnection' | 'restartUpload' | 'restartLogs'>(child: Child, delay: D) => ({
+  tags: ['faulted'],
+  after: { [delay]: 'running' } as Record<D, 'running'>,
+  exit: { type: 'childRestarted' as const, params: child },
+});
 
 /** An error event's child id ('xstate.error.actor.order-3' → 'order-3'). */
 const childOf = (type: string) => type.slice('xstate.error.actor.'.length);
@@ -399,16 +417,12 @@ export const supervisorMachine = setup({
                 id: 'connection',
                 src: 'connection',
                 input: ({ context }) => ({ random: context.random, wantOrders: true, timings: context.connectionTimings }),
-                onError: { target: 'faulted', actions: { type: 'childFailed', params: ({ event }) => ({ child: 'connection' as const, error: event.error }) } },
+                onError: childFailed('connection'),
               },
               entry: sendTo('connection', { type: 'CONNECT' }),
-              after: { stable: { actions: { type: 'childStable', params: 'connection' } } },
+              after: stableAfterAMinute('connection'),
             },
-            faulted: {
-              tags: ['faulted'],
-              after: { restartConnection: 'running' },
-              exit: { type: 'childRestarted', params: 'connection' },
-            },
+            faulted: restartAfterBackoff('connection', 'restartConnection'),
           },
         },
       },
@@ -421,15 +435,11 @@ export const supervisorMachine = setup({
             id: 'upload',
             src: 'upload',
             input: ({ context }): UploadInput => ({ random: context.random, options: { window: context.window, retry: context.retry }, link: context.link }),
-            onError: { target: 'faulted', actions: { type: 'childFailed', params: ({ event }) => ({ child: 'upload' as const, error: event.error }) } },
+            onError: childFailed('upload'),
           },
-          after: { stable: { actions: { type: 'childStable', params: 'upload' } } },
+          after: stableAfterAMinute('upload'),
         },
-        faulted: {
-          tags: ['faulted'],
-          after: { restartUpload: 'running' },
-          exit: { type: 'childRestarted', params: 'upload' },
-        },
+        faulted: restartAfterBackoff('upload', 'restartUpload'),
       },
     },
     logs: {
@@ -440,15 +450,11 @@ export const supervisorMachine = setup({
             id: 'logs',
             src: 'logs',
             input: ({ context }) => ({ random: context.random, retry: context.retry, link: context.link }),
-            onError: { target: 'faulted', actions: { type: 'childFailed', params: ({ event }) => ({ child: 'logs' as const, error: event.error }) } },
+            onError: childFailed('logs'),
           },
-          after: { stable: { actions: { type: 'childStable', params: 'logs' } } },
+          after: stableAfterAMinute('logs'),
         },
-        faulted: {
-          tags: ['faulted'],
-          after: { restartLogs: 'running' },
-          exit: { type: 'childRestarted', params: 'logs' },
-        },
+        faulted: restartAfterBackoff('logs', 'restartLogs'),
       },
     },
     route: {

@@ -22,6 +22,7 @@ import { type LogsReport, type NextLogs, logsMachine } from '../../machines/logs
 import { type NextBatches, type NextBatchesInput, type SettledBatch, type Settlement, type UploadReport, uploadMachine } from '../../machines/upload.js';
 import { encode } from '../minijson/index.js';
 import { FrameType, parseSections, type LogRecord, type ParsedSections, type PathpointSeries } from '../protocol/index.js';
+import { emitIsolated } from './isolated-emit.js';
 import { LogShipper } from './log-shipper.js';
 import { socketActor } from './socket-actor.js';
 import { ConnectionClosedError, type NgttConnectOptions } from './tls-transport.js';
@@ -353,26 +354,14 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
 
   private fault(source: NgttConnectionFault['source'], message: string, error?: unknown): void {
     const fault = { source, message, error: error instanceof Error ? error : new Error(message) };
-    for (const listener of this.rawListeners('fault') as ((f: NgttConnectionFault) => void)[]) {
-      try {
-        listener.call(this, fault);
-      } catch {
-        // Nothing left to tell.
-      }
-    }
+    emitIsolated(this as EventEmitter, 'fault', [fault], () => {});
   }
 
   /** Every listener runs, each one's exception caught and reported as a 'listener' fault. */
   override emit<K>(eventName: keyof NgttConnectionEvents | K, ...args: K extends keyof NgttConnectionEvents ? NgttConnectionEvents[K] : never): boolean {
-    const listeners = this.rawListeners(eventName as keyof NgttConnectionEvents) as ((...a: unknown[]) => unknown)[];
-    for (const listener of listeners) {
-      try {
-        listener.apply(this, args);
-      } catch (error) {
-        if (eventName !== 'fault') this.fault('listener', `a '${String(eventName)}' listener threw: ${errorText(error)}`, error);
-      }
-    }
-    return listeners.length > 0;
+    return emitIsolated(this as EventEmitter, eventName as string, args, (error) => {
+      if (eventName !== 'fault') this.fault('listener', `a '${String(eventName)}' listener threw: ${errorText(error)}`, error);
+    });
   }
 
   private stopAll(): void {

@@ -26,6 +26,7 @@ import { openDeviceDatabase, type DeviceDatabase } from './database.js';
 import { SqliteExecutedOrders } from './executed-orders.js';
 import { OrderExecutor, type ExecutorOptions, type OrderHandlers } from './executor.js';
 import { httpIo } from './http-io.js';
+import { emitIsolated } from './isolated-emit.js';
 import { DeviceHttpsClient, HttpError } from './https-client.js';
 import { LogShipper } from './log-shipper.js';
 import { orderIo } from './order-io.js';
@@ -252,16 +253,10 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
    * listener is not thrown.
    */
   override emit<K>(eventName: keyof NgttDeviceEvents | K, ...args: K extends keyof NgttDeviceEvents ? NgttDeviceEvents[K] : never): boolean {
-    const listeners = this.rawListeners(eventName as keyof NgttDeviceEvents) as ((...a: unknown[]) => unknown)[];
-    for (const listener of listeners) {
-      try {
-        listener.apply(this, args);
-      } catch (error) {
-        if (eventName === 'fault' || eventName === 'error') this.log.error({ err: error }, `a '${String(eventName)}' listener threw`);
-        else this.fault('listener', `a '${String(eventName)}' listener threw: ${errorText(error)}`, { error });
-      }
-    }
-    return listeners.length > 0;
+    return emitIsolated(this as EventEmitter, eventName as string, args, (error) => {
+      if (eventName === 'fault' || eventName === 'error') this.log.error({ err: error }, `a '${String(eventName)}' listener threw`);
+      else this.fault('listener', `a '${String(eventName)}' listener threw: ${errorText(error)}`, { error });
+    });
   }
 
   /** Opens the spool, starts the machines; NGTT connects (when on) and HTTPS polling starts in the background. */
