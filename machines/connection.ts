@@ -12,8 +12,8 @@
  *
  * - `socket` (provided callback actor) is invoked for the whole `session`: it opens TLS (giving
  *   up after `connectTimeoutMs`, from its input), reports SOCKET.OPEN once the handshake (which
- *   is the authentication) succeeds, SOCKET.FRAME per frame received, SOCKET.SENT per frame
- *   flushed to the kernel (not merely queued), SOCKET.CLOSED when the socket is gone. It
+ *   is the authentication) succeeds, SOCKET.FRAMES with the frames of each read, SOCKET.SENT with
+ *   the frames flushed to the kernel (not merely queued), SOCKET.CLOSED when the socket is gone. It
  *   receives SEND {frame} and CLOSE, and holds frames back while the socket needs to drain.
  *   Leaving `session` stops it (its cleanup must destroy the socket).
  * - authenticated: sends FETCH_ORDERS first when orders are wanted; resets the backoff; keeps the
@@ -23,7 +23,9 @@
  *   goes out at 30 s and the connection is declared dead at 90 s.
  * - Everything the outside needs is reported with the `report` action (default: sendParent):
  *   CONNECTION.STATE on entering each state (with the backoff delay, or why the link went
- *   down), CONNECTION.FRAME per frame received, CONNECTION.SENT per frame flushed. `epoch`
+ *   down), CONNECTION.FRAMES for frames received, CONNECTION.SENT for frames flushed. Frames
+ *   travel in groups (what one read brought, what one flush took): a busy link costs an event
+ *   per group, not per frame. `epoch`
  *   numbers the successful connections so that replies meant for an old one can be told apart.
  * - SEND while not authenticated is dropped: the senders (upload machine, orders) learn from
  *   CONNECTION.STATE that nothing sent is confirmed and resend on the next connection.
@@ -89,12 +91,19 @@ export interface SocketInput {
   connectTimeoutMs: number;
 }
 
+/** A frame that went out. */
+export interface SentFrame {
+  type: number;
+  tid: number;
+}
+
 /** What the socket actor reports. */
 export type SocketEvent =
   | { type: 'SOCKET.OPEN' }
-  | { type: 'SOCKET.FRAME'; frame: InFrame }
-  /** A frame was flushed to the kernel (`frameType` tells the PING apart). */
-  | { type: 'SOCKET.SENT'; frameType: number; tid: number; bytes: number }
+  /** Frames received (in order; one read's worth). */
+  | { type: 'SOCKET.FRAMES'; frames: InFrame[] }
+  /** Frames flushed to the kernel (their types tell the PING apart). */
+  | { type: 'SOCKET.SENT'; frames: SentFrame[]; bytes: number }
   | { type: 'SOCKET.CLOSED'; error?: string };
 
 export type ConnectionEvent =
@@ -110,9 +119,10 @@ export type ConnectionState = 'disconnected' | 'connecting' | 'authenticated' | 
 export type ConnectionReport =
   /** Entered `state`. `epoch`: the current (authenticated) or last connection; `delayMs`/`reason` in backoff. */
   | { type: 'CONNECTION.STATE'; state: ConnectionState; epoch: number; delayMs?: number; reason?: string }
-  | { type: 'CONNECTION.FRAME'; epoch: number; frame: InFrame }
-  /** A frame other than the keepalive PING was flushed on connection `epoch`. */
-  | { type: 'CONNECTION.SENT'; epoch: number; frameType: number; tid: number };
+  /** Frames received on connection `epoch` (PING echoes left out: they are the connection's own). */
+  | { type: 'CONNECTION.FRAMES'; epoch: number; frames: InFrame[] }
+  /** Frames other than the keepalive PING flushed on connection `epoch`. */
+  | { type: 'CONNECTION.SENT'; epoch: number; frames: SentFrame[] };
 
 function downReason(event: { type: string; error?: string }): string {
   if (event.type === 'SOCKET.CLOSED') return event.error ? `socket closed: ${event.error}` : 'socket closed';
@@ -129,14 +139,16 @@ const entered = (name: ConnectionState) => ({
   params: ({ context }: { context: ConnectionContext }): ConnectionReport => ({ type: 'CONNECTION.STATE', state: name, epoch: context.epoch }),
 });
 
-/** `report` CONNECTION.SENT for a flushed frame (not our PING). */
+/** `report` CONNECTION.SENT for flushed frames (not our PING). */
 const reportSent = {
   type: 'report' as const,
   params: ({ context, event }: { context: ConnectionContext; event: ConnectionEvent }): ConnectionReport => {
     const sent = event as Extract<ConnectionEvent, { type: 'SOCKET.SENT' }>;
-    return { type: 'CONNECTION.SENT', epoch: context.epoch, frameType: sent.frameType, tid: sent.tid };
+    return { type: 'CONNECTION.SENT', epoch: context.epoch, frames: sent.frames.filter((f) => f.type !== FrameType.PING) };
   },
 };
+
+const isPing = (f: { type: number }) => f.type === FrameType.PING;
 
 export const connectionMachine = setup({
   types: {
@@ -173,8 +185,10 @@ export const connectionMachine = setup({
   },
   guards: {
     /** A write other than our own PING: it resets the "sent nothing" clock. */
-    sentData: ({ event }) => event.type === 'SOCKET.SENT' && event.frameType !== FrameType.PING,
-    isPingEcho: ({ event }) => event.type === 'SOCKET.FRAME' && event.frame.type === FrameType.PING,
+    sentData: ({ event }) => event.type === 'SOCKET.SENT' && event.frames.some((f) => !isPing(f)),
+    hasPingEcho: ({ event }) => event.type === 'SOCKET.FRAMES' && event.frames.some(isPing),
+    /** Frames other than PING echoes, for the outside. */
+    hasNews: ({ event }) => event.type === 'SOCKET.FRAMES' && event.frames.some((f) => !isPing(f)),
   },
   delays: {
     connectTimeout: ({ context }) => context.timings.connectTimeoutMs,
@@ -248,7 +262,7 @@ export const connectionMachine = setup({
                       reenter: true,
                       actions: [reportSent, { type: 'armPingWait', params: ({ context }) => ({ sinceLastSendMs: context.timings.pingDeadMs }) }],
                     },
-                    'SOCKET.FRAME': { guard: 'isPingEcho', target: 'active' },
+                    'SOCKET.FRAMES': { guard: 'hasPingEcho', target: 'active' },
                   },
                   after: { pingWait: '#connection.backoff' },
                 },
@@ -259,17 +273,18 @@ export const connectionMachine = setup({
               states: {
                 listening: {
                   on: {
-                    'SOCKET.FRAME': [
-                      // PING echoes are the connection's own business.
-                      { guard: 'isPingEcho', target: 'listening', reenter: true },
+                    'SOCKET.FRAMES': [
                       {
+                        guard: 'hasNews',
                         target: 'listening',
                         reenter: true,
                         actions: {
                           type: 'report',
-                          params: ({ context, event }) => ({ type: 'CONNECTION.FRAME', epoch: context.epoch, frame: event.frame }),
+                          // PING echoes are the connection's own business.
+                          params: ({ context, event }) => ({ type: 'CONNECTION.FRAMES', epoch: context.epoch, frames: event.frames.filter((f) => !isPing(f)) }),
                         },
                       },
+                      { target: 'listening', reenter: true },
                     ],
                   },
                   after: { receiveDead: '#connection.backoff' },

@@ -27,9 +27,10 @@
  * one id are one order). An order actor that fails is rejected with the reason (FAULT emitted).
  *
  * Routing of what the children report:
- *   CONNECTION.STATE → up/down bookkeeping (and emitted); CONNECTION.FRAME ORDER → a new order
- *     actor, or REDELIVERED to the one already running that id; DATA_STREAM_CONFIRM/REJECT →
- *     upload; any other frame is emitted as FRAME; CONNECTION.SENT of a LOGS frame → logs.
+ *   CONNECTION.STATE → up/down bookkeeping (and emitted); CONNECTION.FRAMES: an ORDER → a new
+ *     order actor, or REDELIVERED to the one already running that id; DATA_STREAM_CONFIRM/REJECT
+ *     → upload (BATCH.ANSWERED, together); any other frame is emitted as FRAME;
+ *     CONNECTION.SENT with a LOGS frame → logs.
  *   TRANSMIT (upload, logs) → SEND on the connection while it is up (else dropped: upload
  *     resends, logs are best effort).
  *   ORDER.DONE → ORDER_CONFIRM / ORDER_REJECT {reason} with the order's tid, only on the
@@ -53,7 +54,7 @@ import { type ConnectionInput, type ConnectionReport, type ConnectionState, conn
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 import { type LogsReport, logsMachine } from './logs.js';
 import { type OrderDoneReport, type OrderReport, orderIdOf, orderMachine } from './order.js';
-import { type SettledBatch, type UploadInput, type UploadReport, uploadMachine } from './upload.js';
+import { type SettledBatch, type UploadInput, type UploadReport, answersOf, uploadMachine } from './upload.js';
 
 /** GET /v1/device (spec §9). */
 export interface DeviceConfig {
@@ -234,7 +235,7 @@ export const supervisorMachine = setup({
       if (check(running.logs)) enqueue.sendTo('logs', { type: 'LINK', link });
       enqueue.emit({ type: 'TRANSPORT', transport: link });
     }),
-    toUpload: enqueueActions(({ enqueue, check }, event: { type: 'DATA' } | { type: 'FLUSH' } | { type: 'BATCH.CONFIRMED'; tid: number } | { type: 'BATCH.REJECTED'; tid: number; reason?: string }) => {
+    toUpload: enqueueActions(({ enqueue, check }, event: { type: 'DATA' } | { type: 'FLUSH' }) => {
       if (check(running.upload)) enqueue.sendTo('upload', event);
     }),
     toLogs: enqueueActions(({ enqueue, check }, event: { type: 'LOGS' } | { type: 'FLUSH' } | { type: 'LOGS.SENT' }) => {
@@ -246,19 +247,33 @@ export const supervisorMachine = setup({
       enqueue.assign({ ngttUp: up, epoch: report.epoch });
       enqueue.emit(report);
     }),
-    /** An ORDER frame: a redelivery of an order still running, or a new order actor. */
-    receiveOrder: enqueueActions(({ context, enqueue }, frame: InFrame & { epoch: number }) => {
-      const id = orderIdOf(frame.payload);
-      const live = id === undefined ? undefined : context.orders.find((o) => o.id === id && o.via === 'ngtt');
-      if (live) {
-        enqueue.sendTo(live.key, { type: 'REDELIVERED', tid: frame.tid, epoch: frame.epoch });
-        enqueue.assign({ orders: context.orders.map((o) => (o === live ? { ...o, tid: frame.tid, epoch: frame.epoch } : o)) });
-        return;
+    /**
+     * Frames from the connection, in order: an ORDER is a redelivery of an order still running or
+     * a new order actor; DATA_STREAM answers go to the upload together; others to the runtime.
+     */
+    routeFrames: enqueueActions(({ context, enqueue, check }, report: { epoch: number; frames: InFrame[] }) => {
+      let seq = context.orderSeq;
+      let orders = context.orders;
+      for (const frame of report.frames) {
+        if (frame.type === FrameType.ORDER) {
+          const id = orderIdOf(frame.payload);
+          const live = id === undefined ? undefined : orders.find((o) => o.id === id && o.via === 'ngtt');
+          if (live) {
+            enqueue.sendTo(live.key, { type: 'REDELIVERED', tid: frame.tid, epoch: report.epoch });
+            orders = orders.map((o) => (o === live ? { ...o, tid: frame.tid, epoch: report.epoch } : o));
+            continue;
+          }
+          const key = `order-${++seq}`;
+          enqueue.spawnChild('order', { id: key, input: { key, via: 'ngtt', tid: frame.tid, epoch: report.epoch, payload: frame.payload } });
+          orders = [...orders, { key, id, via: 'ngtt', tid: frame.tid, epoch: report.epoch }];
+          enqueue.emit({ type: 'ORDER.RECEIVED', key, id, via: 'ngtt' });
+        } else if (frame.type !== FrameType.DATA_STREAM_CONFIRM && frame.type !== FrameType.DATA_STREAM_REJECT) {
+          enqueue.emit({ type: 'FRAME', frame });
+        }
       }
-      const key = `order-${context.orderSeq + 1}`;
-      enqueue.spawnChild('order', { id: key, input: { key, via: 'ngtt', tid: frame.tid, epoch: frame.epoch, payload: frame.payload } });
-      enqueue.assign({ orderSeq: context.orderSeq + 1, orders: [...context.orders, { key, id, via: 'ngtt', tid: frame.tid, epoch: frame.epoch }] });
-      enqueue.emit({ type: 'ORDER.RECEIVED', key, id, via: 'ngtt' });
+      if (orders !== context.orders) enqueue.assign({ orderSeq: seq, orders });
+      const answers = answersOf(report.frames);
+      if (answers.length && check(running.upload)) enqueue.sendTo('upload', { type: 'BATCH.ANSWERED', answers });
     }),
     /** A poll response: one order actor per order in it. */
     receivePolled: enqueueActions(({ context, enqueue }, { payload }: { payload: unknown }) => {
@@ -285,20 +300,6 @@ export const supervisorMachine = setup({
       enqueue.stopChild(done.key);
       enqueue.assign({ orders: context.orders.filter((o) => o.key !== done.key) });
       enqueue.emit(done);
-    }),
-    /** A frame from the connection that is not an ORDER. */
-    routeFrame: enqueueActions(({ enqueue, check }, report: { frame: InFrame }) => {
-      const frame = report.frame;
-      if (frame.type === FrameType.DATA_STREAM_CONFIRM || frame.type === FrameType.DATA_STREAM_REJECT) {
-        if (!check(running.upload)) return;
-        const reason = (frame.payload as { reason?: unknown } | undefined)?.reason;
-        enqueue.sendTo(
-          'upload',
-          frame.type === FrameType.DATA_STREAM_CONFIRM
-            ? { type: 'BATCH.CONFIRMED', tid: frame.tid }
-            : { type: 'BATCH.REJECTED', tid: frame.tid, reason: typeof reason === 'string' ? reason : undefined },
-        );
-      } else enqueue.emit({ type: 'FRAME', frame });
     }),
     stop: enqueueActions(({ enqueue, check }) => {
       if (check(running.upload)) enqueue.sendTo('upload', { type: 'FLUSH' });
@@ -342,8 +343,7 @@ export const supervisorMachine = setup({
     ngttEnabled: ({ context }) => context.ngttEnabled,
     ngttUp: ({ context }) => context.ngttUp,
     declarationsPending: ({ context }) => context.pendingDeclarations !== undefined,
-    isOrder: (_, frame: InFrame) => frame.type === FrameType.ORDER,
-    isLogs: (_, frameType: number) => frameType === FrameType.LOGS,
+    hasLogs: (_, frames: { type: number }[]) => frames.some((f) => f.type === FrameType.LOGS),
     ok: (_, output: HttpRequestOutput) => output.outcome === 'ok',
     refused: (_, output: HttpRequestOutput) => output.outcome === 'refused',
   },
@@ -377,14 +377,8 @@ export const supervisorMachine = setup({
   }),
   on: {
     'CONNECTION.STATE': { actions: { type: 'connectionState', params: ({ event }) => event } },
-    'CONNECTION.FRAME': [
-      {
-        guard: { type: 'isOrder', params: ({ event }) => event.frame },
-        actions: { type: 'receiveOrder', params: ({ event }) => ({ ...event.frame, epoch: event.epoch }) },
-      },
-      { actions: { type: 'routeFrame', params: ({ event }) => event } },
-    ],
-    'CONNECTION.SENT': { guard: { type: 'isLogs', params: ({ event }) => event.frameType }, actions: { type: 'toLogs', params: { type: 'LOGS.SENT' } } },
+    'CONNECTION.FRAMES': { actions: { type: 'routeFrames', params: ({ event }) => event } },
+    'CONNECTION.SENT': { guard: { type: 'hasLogs', params: ({ event }) => event.frames }, actions: { type: 'toLogs', params: { type: 'LOGS.SENT' } } },
     TRANSMIT: {
       guard: 'ngttUp',
       actions: enqueueActions(({ enqueue, check, event }) => {

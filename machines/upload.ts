@@ -15,8 +15,9 @@
  * link — LINK {link} from the supervisor (the input gives the first one):
  *   offline — hold.
  *   ngtt    — asking ⇄ idle/waiting: while fewer than `window` DATA_STREAMs are unanswered,
- *             report TRANSMIT {DATA_STREAM, tid} per batch (pipelining). BATCH.CONFIRMED /
- *             BATCH.REJECTED {tid} free the slot and queue the batch for settling. Leaving ngtt
+ *             report TRANSMIT {DATA_STREAM, tid} per batch (pipelining). BATCH.ANSWERED
+ *             {answers: [{tid, outcome}…]} frees the slots and queues the batches for settling
+ *             (answers come in groups: what one read of the socket brought). Leaving ngtt
  *             forgets the unanswered ones: the spool hands them out again on the next link.
  *   https   — asking → posting (the shared HTTP retry machine; one batch at a time): 2xx settles
  *             it confirmed, 4xx rejected. A LINK change cancels the retries, but a request in
@@ -35,6 +36,7 @@ import { FrameType } from '../src/protocol/frames.js';
 import {
   type BackoffOptions,
   type FaultReport,
+  type InFrame,
   type Link,
   type LinkEvent,
   type Random,
@@ -105,8 +107,14 @@ export type UploadEvent =
   /** Everything pending is due now (e.g. before closing). */
   | { type: 'FLUSH' }
   | LinkEvent
-  | { type: 'BATCH.CONFIRMED'; tid: number }
-  | { type: 'BATCH.REJECTED'; tid: number; reason?: string };
+  /** DATA_STREAM_CONFIRM / _REJECT frames, in the order they came. */
+  | { type: 'BATCH.ANSWERED'; answers: BatchAnswer[] };
+
+export interface BatchAnswer {
+  tid: number;
+  outcome: BatchOutcome;
+  reason?: string;
+}
 
 export interface UploadContext {
   window: number;
@@ -135,6 +143,19 @@ export interface UploadContext {
   settleRetryMs: number;
   confirmed: number;
   rejected: number;
+}
+
+/** The DATA_STREAM_CONFIRM / _REJECT frames among `frames`, as answers. */
+export function answersOf(frames: InFrame[]): BatchAnswer[] {
+  const answers: BatchAnswer[] = [];
+  for (const f of frames) {
+    if (f.type === FrameType.DATA_STREAM_CONFIRM) answers.push({ tid: f.tid, outcome: 'confirmed' });
+    else if (f.type === FrameType.DATA_STREAM_REJECT) {
+      const reason = (f.payload as { reason?: unknown } | undefined)?.reason;
+      answers.push({ tid: f.tid, outcome: 'rejected', reason: typeof reason === 'string' ? reason : undefined });
+    }
+  }
+  return answers;
 }
 
 /** The next tid after `cursor` (wrapping within 1..MAX_DATA_TID) not used by an unanswered batch. */
@@ -190,14 +211,21 @@ export const uploadMachine = setup({
       // Asked with FLUSH and nothing is pending any more: the FLUSH is done.
       flush: context.flush && !(context.flushAsked && answer.dueInMs === undefined),
     })),
-    /** An answer for an unanswered DATA_STREAM: its slot is free, the batch goes to settling. */
-    answered: assign(({ context }, s: { tid: number; outcome: BatchOutcome; reason?: string }) => {
-      const batch = context.inFlight.find((b) => b.tid === s.tid)!;
-      return {
-        inFlight: context.inFlight.filter((b) => b !== batch),
-        settling: [...context.settling, { id: batch.id, outcome: s.outcome, reason: s.reason }],
-        dirty: true,
-      };
+    /**
+     * Answers for unanswered DATA_STREAMs: their slots are free, the batches go to settling.
+     * Answers for tids not in flight (late, from an old connection, or foreign) are ignored.
+     */
+    answered: assign(({ context }, answers: BatchAnswer[]) => {
+      const byTid = new Map(context.inFlight.map((b) => [b.tid, b]));
+      const settling = [...context.settling];
+      for (const a of answers) {
+        const batch = byTid.get(a.tid);
+        if (!batch) continue;
+        byTid.delete(a.tid);
+        settling.push({ id: batch.id, outcome: a.outcome, reason: a.outcome === 'rejected' ? (a.reason ?? 'rejected') : undefined });
+      }
+      if (settling.length === context.settling.length) return {};
+      return { inFlight: context.inFlight.filter((b) => byTid.has(b.tid)), settling, dirty: true };
     }),
     /** Leaving NGTT: nothing unanswered counts any more (the spool hands those batches out again). */
     forgetInFlight: assign({ inFlight: [] }),
@@ -231,8 +259,6 @@ export const uploadMachine = setup({
   },
   guards: {
     linkIs: ({ context }, link: Link) => context.link === link,
-    /** The answer is for an unanswered DATA_STREAM of this connection (others are late or foreign: ignored). */
-    inFlight: ({ context, event }) => 'tid' in event && context.inFlight.some((b) => b.tid === event.tid),
     hasRoom: ({ context }) => context.inFlight.length < context.window,
     shouldAsk: ({ context }) => context.dirty && context.inFlight.length < context.window,
     pending: ({ context }) => context.dueInMs !== undefined,
@@ -291,11 +317,7 @@ export const uploadMachine = setup({
           exit: 'forgetInFlight',
           always: { guard: not(linkIs('ngtt')), target: 'route' },
           on: {
-            'BATCH.CONFIRMED': { guard: 'inFlight', actions: { type: 'answered', params: ({ event }) => ({ tid: event.tid, outcome: 'confirmed' as const }) } },
-            'BATCH.REJECTED': {
-              guard: 'inFlight',
-              actions: { type: 'answered', params: ({ event }) => ({ tid: event.tid, outcome: 'rejected' as const, reason: event.reason ?? 'rejected' }) },
-            },
+            'BATCH.ANSWERED': { actions: { type: 'answered', params: ({ event }) => event.answers } },
           },
           initial: 'asking',
           states: {

@@ -16,10 +16,10 @@
  */
 import { EventEmitter } from 'node:events';
 import { type Actor, createActor, fromPromise } from 'xstate';
-import { type BackoffOptions, type OutFrame, errorText } from '../../machines/common.js';
+import { type BackoffOptions, type InFrame, type OutFrame, errorText } from '../../machines/common.js';
 import { type ConnectionReport, type ConnectionState, connectionMachine } from '../../machines/connection.js';
 import { type LogsReport, type NextLogs, logsMachine } from '../../machines/logs.js';
-import { type NextBatches, type NextBatchesInput, type SettledBatch, type Settlement, type UploadReport, uploadMachine } from '../../machines/upload.js';
+import { type NextBatches, type NextBatchesInput, type SettledBatch, type Settlement, type UploadReport, answersOf, uploadMachine } from '../../machines/upload.js';
 import { encode } from '../minijson/index.js';
 import { FrameType, parseSections, type LogRecord, type ParsedSections, type PathpointSeries } from '../protocol/index.js';
 import { emitIsolated } from './isolated-emit.js';
@@ -122,6 +122,7 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
   private current: ConnectionState = 'disconnected';
   private epoch = 0;
   private closed = false;
+  private dataScheduled = false;
   private lastError?: Error;
   private first?: { resolve(): void; reject(error: Error): void };
   private done?: () => void;
@@ -224,7 +225,14 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
       return Promise.reject(error);
     }
     const done = this.syncs.add(encoded);
-    this.upload.send({ type: 'DATA' });
+    // Many syncs started in one turn are one DATA for the upload machine.
+    if (!this.dataScheduled) {
+      this.dataScheduled = true;
+      queueMicrotask(() => {
+        this.dataScheduled = false;
+        this.upload.send({ type: 'DATA' });
+      });
+    }
     return done;
   }
 
@@ -256,10 +264,10 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
       switch (report.type) {
         case 'CONNECTION.STATE':
           return this.stateChanged(report.state, report.epoch, report.reason);
-        case 'CONNECTION.FRAME':
-          return this.frame(report.epoch, report.frame);
+        case 'CONNECTION.FRAMES':
+          return this.frames(report.epoch, report.frames);
         case 'CONNECTION.SENT':
-          if (report.frameType === FrameType.LOGS) this.logs.send({ type: 'LOGS.SENT' });
+          if (report.frames.some((f) => f.type === FrameType.LOGS)) this.logs.send({ type: 'LOGS.SENT' });
           return;
         case 'TRANSMIT':
           return this.send(report.frame);
@@ -302,17 +310,10 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     if (state === 'closed') this.done?.();
   }
 
-  private frame(epoch: number, frame: { type: number; tid: number; payload: unknown }): void {
-    switch (frame.type) {
-      case FrameType.DATA_STREAM_CONFIRM:
-        return this.upload.send({ type: 'BATCH.CONFIRMED', tid: frame.tid });
-      case FrameType.DATA_STREAM_REJECT: {
-        const reason = (frame.payload as { reason?: unknown } | undefined)?.reason;
-        return this.upload.send({ type: 'BATCH.REJECTED', tid: frame.tid, reason: typeof reason === 'string' ? reason : 'rejected' });
-      }
-      case FrameType.ORDER:
-        return queueMicrotask(() => this.order(epoch, frame.tid, frame.payload));
-    }
+  private frames(epoch: number, frames: InFrame[]): void {
+    const answers = answersOf(frames);
+    if (answers.length) this.upload.send({ type: 'BATCH.ANSWERED', answers });
+    for (const frame of frames) if (frame.type === FrameType.ORDER) queueMicrotask(() => this.order(epoch, frame.tid, frame.payload));
   }
 
   /** An answer goes only on the connection the order came in on, while it is up. */

@@ -222,6 +222,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private supervisorFailures = 0;
   private restartTimer?: NodeJS.Timeout;
   private shipScheduled = false;
+  private dataScheduled = false;
   private configWaiters: Waiter<DeviceConfig>[] = [];
   private declareWaiters: Waiter<void>[] = [];
   private declareSeq = 0;
@@ -605,7 +606,13 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     }
     this.recovered('spool');
     this.valueCounts.pushed += values;
-    if (!this.stopped) this.actor?.send({ type: 'DATA' });
+    // The pushes of one group commit resolve together: one DATA for all of them.
+    if (this.dataScheduled) return;
+    this.dataScheduled = true;
+    queueMicrotask(() => {
+      this.dataScheduled = false;
+      if (!this.stopped) this.actor?.send({ type: 'DATA' });
+    });
   }
 
   private scheduleShipping(): void {

@@ -4,7 +4,9 @@
  */
 import { fromCallback } from 'xstate';
 import type { OutFrame } from '../../machines/common.js';
-import type { SocketCommand, SocketEvent, SocketInput } from '../../machines/connection.js';
+import type { SentFrame, SocketCommand, SocketEvent, SocketInput } from '../../machines/connection.js';
+
+type SocketFrame = Extract<SocketEvent, { type: 'SOCKET.FRAMES' }>['frames'][number];
 import { decode } from '../minijson/index.js';
 import { encodeFrame, encodeValueFrame, frameTypeName } from '../protocol/index.js';
 import { NgttSocket, type NgttConnectOptions } from './tls-transport.js';
@@ -41,7 +43,9 @@ export function decodePayload(payload: Buffer): unknown {
 /**
  * One TLS connection per invocation. Backpressure: frames are written while the socket takes
  * them; once it needs to drain, they wait here until it has (the senders' windows bound how
- * many). SOCKET.SENT is reported when a frame was flushed to the kernel, not when it was queued.
+ * many). SOCKET.SENT is reported when frames were flushed to the kernel, not when queued.
+ * Frames received in one read go to the machine as one SOCKET.FRAMES, and flushes within one
+ * tick as one SOCKET.SENT: a busy link costs an event per group, not per frame.
  */
 export function socketActor(options: SocketActorOptions) {
   const counters = options.counters ?? { bytesSent: 0, bytesReceived: 0 };
@@ -54,6 +58,20 @@ export function socketActor(options: SocketActorOptions) {
     const report = (event: SocketEvent) => {
       if (!stopped) sendBack(event);
     };
+    let received: SocketFrame[] = [];
+    let flushed: { frames: SentFrame[]; bytes: number } | undefined;
+    const reportReceived = () => {
+      if (received.length === 0) return;
+      const frames = received;
+      received = [];
+      report({ type: 'SOCKET.FRAMES', frames });
+    };
+    const reportFlushed = () => {
+      if (!flushed) return;
+      const { frames, bytes } = flushed;
+      flushed = undefined;
+      report({ type: 'SOCKET.SENT', frames, bytes });
+    };
 
     const write = (s: NgttSocket, frame: OutFrame) => {
       let bytes: Buffer;
@@ -65,7 +83,13 @@ export function socketActor(options: SocketActorOptions) {
       }
       counters.bytesSent += bytes.length;
       s.send(bytes, (error) => {
-        if (!error) report({ type: 'SOCKET.SENT', frameType: frame.type, tid: frame.tid, bytes: bytes.length });
+        if (error) return;
+        if (!flushed) {
+          flushed = { frames: [], bytes: 0 };
+          queueMicrotask(reportFlushed);
+        }
+        flushed.frames.push({ type: frame.type, tid: frame.tid });
+        flushed.bytes += bytes.length;
       });
     };
     /** Writes what waits while the socket takes it (`all`: regardless, before closing). */
@@ -87,11 +111,14 @@ export function socketActor(options: SocketActorOptions) {
           } catch (error) {
             options.onBadPayload?.(frame.type, new Error(`${frameTypeName(frame.type)} payload is not MiniJSON: ${(error as Error).message}`));
           }
-          report({ type: 'SOCKET.FRAME', frame: { type: frame.type, tid: frame.tid, payload } });
+          if (received.length === 0) queueMicrotask(reportReceived);
+          received.push({ type: frame.type, tid: frame.tid, payload });
         });
         s.on('drain', () => pump());
         s.on('close', (error) => {
           if (error && !stopped) options.onSocketError?.(error);
+          reportReceived(); // what came before the close, first
+          reportFlushed();
           report({ type: 'SOCKET.CLOSED', error: error?.message });
         });
         report({ type: 'SOCKET.OPEN' });

@@ -20,7 +20,7 @@ function start(input: Partial<ConnectionInput> = {}, opts: { autoSent?: boolean 
   const state = () => actor.getSnapshot().value;
   const authenticated = () => actor.getSnapshot().matches({ session: 'authenticated' });
   /** The reports in short: the state entered, FRAME or SENT:<type>. */
-  const told = () => reports.map((r) => (r.type === 'CONNECTION.STATE' ? r.state : r.type === 'CONNECTION.FRAME' ? 'FRAME' : `SENT:${r.frameType}`));
+  const told = () => reports.map((r) => (r.type === 'CONNECTION.STATE' ? r.state : r.type === 'CONNECTION.FRAMES' ? 'FRAME' : `SENT:${r.frames.map((f) => f.type)}`));
   return { actor, clock, sockets, reports, told, last, sent, state, authenticated, ctx: () => actor.getSnapshot().context };
 }
 
@@ -82,7 +82,7 @@ t.test('FETCH_ORDERS is the first frame after connecting, when orders are wanted
   t.same(c.reports, [
     { type: 'CONNECTION.STATE', state: 'connecting', epoch: 0 },
     { type: 'CONNECTION.STATE', state: 'authenticated', epoch: 1 },
-    { type: 'CONNECTION.SENT', epoch: 1, frameType: FrameType.FETCH_ORDERS, tid: 0 },
+    { type: 'CONNECTION.SENT', epoch: 1, frames: [{ type: FrameType.FETCH_ORDERS, tid: 0 }] },
   ], 'the frame is reported once the socket flushed it');
 
   const quiet = start({ wantOrders: false });
@@ -124,7 +124,7 @@ t.test('keepalive: an answered PING, and sends, restart the idle clock', async (
   c.clock.increment(1_000);
   c.last().frame({ type: FrameType.PING, tid: PING_TID });
   t.match(c.state(), { session: { authenticated: { sending: 'active' } } });
-  t.equal(c.reports.filter((r) => r.type === 'CONNECTION.FRAME').length, 0, 'PING echoes are not forwarded');
+  t.equal(c.reports.filter((r) => r.type === 'CONNECTION.FRAMES').length, 0, 'PING echoes are not forwarded');
   c.clock.increment(29_999);
   t.equal(c.sent().length, 2);
   c.clock.increment(1);
@@ -181,7 +181,7 @@ t.test('frames are forwarded with the epoch; SEND goes to the socket only while 
   t.same(c.sent(), [], 'dropped while connecting');
   c.last().emit({ type: 'SOCKET.OPEN' });
   c.last().frame({ type: FrameType.ORDER, tid: 7, payload: [] });
-  t.same(c.reports[2], { type: 'CONNECTION.FRAME', epoch: 1, frame: { type: FrameType.ORDER, tid: 7, payload: [] } });
+  t.same(c.reports[2], { type: 'CONNECTION.FRAMES', epoch: 1, frames: [{ type: FrameType.ORDER, tid: 7, payload: [] }] });
   c.last().emit({ type: 'SOCKET.CLOSED' });
   c.clock.increment(1000);
   c.last().emit({ type: 'SOCKET.OPEN' });

@@ -63,15 +63,15 @@ t.test('NGTT pipelining: never more than `window` in flight; answers free slots 
     'transmit tid 3 [{"path":"W1","values":[[3,3]]}]',
   ], 'one ask fills the window');
   t.same(u.ctx().inFlight, [{ id: 1, tid: 1 }, { id: 2, tid: 2 }, { id: 3, tid: 3 }]);
-  await u.send({ type: 'BATCH.CONFIRMED', tid: 2 });
+  await u.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 2, outcome: 'confirmed' }] });
   t.same(u.take(), ['spool 4 (1)', 'confirmed 2', 'transmit tid 4 [{"path":"W1","values":[[4,4]]}]']);
-  await u.send({ type: 'BATCH.CONFIRMED', tid: 99 });
-  await u.send({ type: 'BATCH.CONFIRMED', tid: 2 });
+  await u.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 99, outcome: 'confirmed' }] });
+  await u.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 2, outcome: 'confirmed' }] });
   t.same(u.take(), [], 'unknown and repeated answers are ignored');
-  await u.send({ type: 'BATCH.REJECTED', tid: 1, reason: 'malformed' });
+  await u.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 1, outcome: 'rejected', reason: 'malformed' }] });
   t.same(u.take(), ['spool 5 (1)', 'aside 1: malformed', 'transmit tid 5 [{"path":"W1","values":[[5,5]]}]']);
-  for (const tid of [3, 4, 5]) u.actor.send({ type: 'BATCH.CONFIRMED', tid });
-  await settle();
+  // Answers come in groups (one read of the socket): one event, one settling.
+  await u.send({ type: 'BATCH.ANSWERED', answers: [3, 77, 4, 5].map((tid) => ({ tid, outcome: 'confirmed' as const })) });
   t.same(u.take(), ['confirmed 3', 'confirmed 4', 'confirmed 5']);
   t.equal(u.maxInFlight(), 3);
   t.match(u.ctx(), { inFlight: [], settling: [], confirmed: 4, rejected: 1 });
@@ -119,14 +119,14 @@ t.test('NGTT: unanswered batches go out again after a reconnect, same content; s
     ['transmit tid 1 [{"pa', 'transmit tid 2 [{"pa', 'transmit tid 3 [{"pa', 'transmit tid 4 [{"pa'],
   );
   t.same(u.ctx().inFlight.map((b) => b.id), [7, 8, 9, 10], 'the batch the spool held from an earlier run goes first');
-  u.actor.send({ type: 'BATCH.REJECTED', tid: 2 });
-  u.actor.send({ type: 'BATCH.CONFIRMED', tid: 4 });
+  u.actor.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 2, outcome: 'rejected' }] });
+  u.actor.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 4, outcome: 'confirmed' }] });
   await settle();
   t.same(u.take(), ['aside 8: rejected', 'confirmed 10']);
   await u.send({ type: 'LINK', link: 'none' });
   t.ok(u.actor.getSnapshot().matches({ link: 'offline' }));
   t.same(u.ctx().inFlight, []);
-  await u.send({ type: 'BATCH.CONFIRMED', tid: 1 });
+  await u.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 1, outcome: 'confirmed' }] });
   t.same(u.take(), [], 'a late answer from the old connection is ignored');
   await u.send({ type: 'LINK', link: 'ngtt' });
   t.same(u.take(), ['transmit tid 5 [{"path":"OLD","values":[[0,0]]}]', 'transmit tid 6 [{"path":"W1","values":[[2,2]]}]'], 'oldest first, tids run on');
@@ -137,11 +137,11 @@ t.test('a batch answered but not yet settled is not handed out again', async (t)
   await settle();
   u.spool.failSettles = 1;
   await u.push(one('W1', 1, 1), one('W1', 2, 2));
-  await u.send({ type: 'BATCH.CONFIRMED', tid: 1 });
+  await u.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 1, outcome: 'confirmed' }] });
   t.same(u.take(), ['spool 1 (1)', 'transmit tid 1 [{"path":"W1","values":[[1,1]]}]', 'spool 2 (1)', 'transmit tid 2 [{"path":"W1","values":[[2,2]]}]', 'FAULT upload.settle']);
   t.ok(u.actor.getSnapshot().hasTag('faulted'), 'settling failed: visible as a tag');
   t.same(u.ctx().settling, [{ id: 1, outcome: 'confirmed', reason: undefined }]);
-  await u.send({ type: 'BATCH.CONFIRMED', tid: 2 });
+  await u.send({ type: 'BATCH.ANSWERED', answers: [{ tid: 2, outcome: 'confirmed' }] });
   t.same(u.take(), [], 'batch 1 is still waiting to be settled: not resent');
   await u.tick(1000);
   t.same(u.take(), ['confirmed 1', 'confirmed 2', 'RECOVERED upload.settle'], 'retried after the backoff, together');
