@@ -125,7 +125,7 @@ export function socketActor(options: SocketActorOptions) {
         if (closeRequested) {
           pump(true);
           void s.close();
-        }
+        } else pump();
       },
       (error: Error) => {
         if (stopped) return;
