@@ -11,7 +11,8 @@ const device = new NgttDevice({
   ngtt: true,                                      // off by default: HTTPS polling only
   spoolPath: 'boiler-1.db',                        // durable spool and executed-order ids (SQLite)
   handlers: {
-    onRead: async (path) => {
+    onRead: async (path, { signal }) => {          // signal: aborted on a timeout or close()
+      signal.throwIfAborted();                     // a slow bus read would take { signal } too
       const value = registers.get(path);
       if (value === undefined) throw new PathpointError('invalid'); // uploaded as [false, ts, 'invalid']
       return value;
@@ -23,10 +24,11 @@ const device = new NgttDevice({
 const log = device.logger();                       // pino: to stdout, and shipped to the server
 device.on('order', (e) => log.info({ order: e.id, phase: e.phase }, 'order'));
 device.on('state', (state) => log.info(`NGTT ${state}`)); // connecting, authenticated, backoff…
+device.on('fault', (f) => log.warn({ source: f.source }, f.message)); // contained, never thrown; see status().faults
 device.start();
 
 await device.push({ path: 'f2', value: 21.5 });    // resolves once durably spooled
-const config = await device.getConfiguration();    // always over HTTPS
+const config = await device.getConfiguration({ timeoutMs: 10_000 }); // always HTTPS; a 4xx rejects at once
 log.info({ name: config.verbose_name }, 'configuration');
 
 process.once('SIGTERM', async () => {

@@ -1,6 +1,7 @@
 /**
  * Shared vocabulary of the machines: the frames they ask to send and are handed, links, the
- * reconnect/retry backoff, and the HTTPS status convention. Pure functions and types only.
+ * one backoff function every retry uses (device and server), the HTTPS status convention, and
+ * how a machine reports a fault. Pure functions and types only.
  */
 import type { FrameType } from '../src/protocol/frames.js';
 
@@ -39,6 +40,13 @@ export interface LinkEvent {
 export interface TransmitEvent {
   type: 'TRANSMIT';
   frame: OutFrame;
+}
+
+/** `defaults` with what `given` sets; a key given as undefined keeps its default (unlike a spread). */
+export function withDefaults<T extends object>(defaults: T, given: Partial<T> | undefined): T {
+  const out = { ...defaults };
+  if (given) for (const key of Object.keys(given) as (keyof T)[]) if (given[key] !== undefined) out[key] = given[key] as T[keyof T];
+  return out;
 }
 
 // ---- backoff --------------------------------------------------------------------------------
@@ -86,7 +94,25 @@ export function httpOutcome(status: number): HttpOutcome {
   return 'retry';
 }
 
-/** What a provided HTTPS promise actor resolves with; it rejects when there is no connection. */
+/**
+ * What a provided HTTPS promise actor resolves with: any HTTP answer, with its decoded body. It
+ * rejects when no usable answer came (no connection, timeout, an undecodable success body):
+ * that is retried like a 5xx.
+ */
 export interface HttpResult {
   status: number;
+  body?: unknown;
+}
+
+// ---- faults ---------------------------------------------------------------------------------
+
+/**
+ * A machine tells its parent that part of it failed and is retrying (`FAULT`), or works again
+ * (`RECOVERED`). The supervisor passes both on to the runtime, which shows them in status().
+ */
+export type FaultReport = { type: 'FAULT'; source: string; error: string } | { type: 'RECOVERED'; source: string };
+
+/** An error as one line of text, whatever was thrown. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

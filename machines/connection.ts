@@ -1,5 +1,7 @@
 /**
  * NGTT connection life cycle (spec §5): one machine per device, owning one socket at a time.
+ * NgttDevice (under the supervisor) and NgttConnection (NGTT alone) both run it: keepalive and
+ * reconnect policy live here and nowhere else.
  *
  *   disconnected ──CONNECT──▶ session.connecting ──SOCKET.OPEN──▶ session.authenticated
  *        ▲                      │ (timeout, SOCKET.CLOSED)           │ (SOCKET.CLOSED, keepalive dead)
@@ -8,24 +10,29 @@
  *        │                      │ after 1 s, 2 s, 4 s … 60 s (±20 % jitter) ──▶ session.connecting
  *   CLOSE from anywhere ──▶ session.closing (socket told to CLOSE, drains) ──▶ closed (final)
  *
- * - `socket` (provided callback actor) is invoked for the whole `session`: it opens TLS, reports
- *   SOCKET.OPEN once the handshake (which is the authentication) succeeds, SOCKET.FRAME per frame
- *   received, SOCKET.SENT per frame written, SOCKET.CLOSED when the socket is gone. It receives
- *   SEND {frame} and CLOSE. Leaving `session` stops it (its cleanup must destroy the socket).
+ * - `socket` (provided callback actor) is invoked for the whole `session`: it opens TLS (giving
+ *   up after `connectTimeoutMs`, from its input), reports SOCKET.OPEN once the handshake (which
+ *   is the authentication) succeeds, SOCKET.FRAMES with the frames of each read, SOCKET.SENT with
+ *   the frames flushed to the kernel (not merely queued), SOCKET.CLOSED when the socket is gone. It
+ *   receives SEND {frame} and CLOSE, and holds frames back while the socket needs to drain.
+ *   Leaving `session` stops it (its cleanup must destroy the socket).
  * - authenticated: sends FETCH_ORDERS first when orders are wanted; resets the backoff; keeps the
  *   link alive: PING after `pingIdleMs` without sending; dead when a PING is outstanding and
  *   nothing else was sent for `pingDeadMs`, or nothing at all was received for `receiveDeadMs`.
  *   The PING itself does not count as "sent" for the dead rule, so with an idle link the PING
  *   goes out at 30 s and the connection is declared dead at 90 s.
- * - Everything the outside needs is reported with the `report` action (default: send it to the
- *   parent, i.e. the supervisor): CONNECTION.UP / DOWN / FRAME / CLOSED. `epoch` numbers the
- *   successful connections so that replies meant for an old connection can be told apart.
+ * - Everything the outside needs is reported with the `report` action (default: sendParent):
+ *   CONNECTION.STATE on entering each state (with the backoff delay, or why the link went
+ *   down), CONNECTION.FRAMES for frames received, CONNECTION.SENT for frames flushed. Frames
+ *   travel in groups (what one read brought, what one flush took): a busy link costs an event
+ *   per group, not per frame. `epoch`
+ *   numbers the successful connections so that replies meant for an old one can be told apart.
  * - SEND while not authenticated is dropped: the senders (upload machine, orders) learn from
- *   CONNECTION.DOWN that nothing sent is confirmed and resend on the next connection.
+ *   CONNECTION.STATE that nothing sent is confirmed and resend on the next connection.
  */
-import { assign, enqueueActions, fromCallback, sendTo, setup } from 'xstate';
+import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
-import { type BackoffOptions, type InFrame, type OutFrame, type Random, DEFAULT_BACKOFF, backoffDelay } from './common.js';
+import { type BackoffOptions, type InFrame, type OutFrame, type Random, DEFAULT_BACKOFF, backoffDelay, withDefaults } from './common.js';
 
 /** The tid of our PING. One PING is outstanding at most, so one tid is reserved for it (upload uses 1..0x7FFE). */
 export const PING_TID = 0x7fff;
@@ -80,14 +87,23 @@ export type SocketCommand = { type: 'SEND'; frame: OutFrame } | { type: 'CLOSE' 
 export interface SocketInput {
   /** 1 for the first attempt after a success (or at start), then 2, 3… */
   attempt: number;
+  /** Give up on TCP + TLS after this long (the machine's `connectTimeoutMs`). */
+  connectTimeoutMs: number;
+}
+
+/** A frame that went out. */
+export interface SentFrame {
+  type: number;
+  tid: number;
 }
 
 /** What the socket actor reports. */
 export type SocketEvent =
   | { type: 'SOCKET.OPEN' }
-  | { type: 'SOCKET.FRAME'; frame: InFrame }
-  /** A frame was written to the socket (`frameType` tells the PING apart). */
-  | { type: 'SOCKET.SENT'; frameType: number; bytes: number }
+  /** Frames received (in order; one read's worth). */
+  | { type: 'SOCKET.FRAMES'; frames: InFrame[] }
+  /** Frames flushed to the kernel (their types tell the PING apart). */
+  | { type: 'SOCKET.SENT'; frames: SentFrame[]; bytes: number }
   | { type: 'SOCKET.CLOSED'; error?: string };
 
 export type ConnectionEvent =
@@ -96,20 +112,43 @@ export type ConnectionEvent =
   | { type: 'CLOSE' }
   | SocketEvent;
 
+/** The connection's state, as reported (NgttDevice adds `disabled` for NGTT off). */
+export type ConnectionState = 'disconnected' | 'connecting' | 'authenticated' | 'closing' | 'backoff' | 'closed';
+
 /** What the connection reports to its parent (the `report` action). */
 export type ConnectionReport =
-  | { type: 'CONNECTION.UP'; epoch: number }
-  | { type: 'CONNECTION.DOWN'; epoch: number; reason: string }
-  | { type: 'CONNECTION.FRAME'; epoch: number; frame: InFrame }
-  | { type: 'CONNECTION.CLOSED' };
+  /** Entered `state`. `epoch`: the current (authenticated) or last connection; `delayMs`/`reason` in backoff. */
+  | { type: 'CONNECTION.STATE'; state: ConnectionState; epoch: number; delayMs?: number; reason?: string }
+  /** Frames received on connection `epoch` (PING echoes left out: they are the connection's own). */
+  | { type: 'CONNECTION.FRAMES'; epoch: number; frames: InFrame[] }
+  /** Frames other than the keepalive PING flushed on connection `epoch`. */
+  | { type: 'CONNECTION.SENT'; epoch: number; frames: SentFrame[] };
 
 function downReason(event: { type: string; error?: string }): string {
   if (event.type === 'SOCKET.CLOSED') return event.error ? `socket closed: ${event.error}` : 'socket closed';
-  if (event.type === 'CLOSE') return 'closed on request';
+  if (event.type.includes('connectTimeout')) return 'connect timed out';
   if (event.type.includes('pingWait')) return 'PING not answered';
   if (event.type.includes('receiveDead')) return 'nothing received';
+  if (event.type.startsWith('xstate.error')) return 'socket failed';
   return event.type;
 }
+
+/** `report` CONNECTION.STATE `name` (an entry action). */
+const entered = (name: ConnectionState) => ({
+  type: 'report' as const,
+  params: ({ context }: { context: ConnectionContext }): ConnectionReport => ({ type: 'CONNECTION.STATE', state: name, epoch: context.epoch }),
+});
+
+/** `report` CONNECTION.SENT for flushed frames (not our PING). */
+const reportSent = {
+  type: 'report' as const,
+  params: ({ context, event }: { context: ConnectionContext; event: ConnectionEvent }): ConnectionReport => {
+    const sent = event as Extract<ConnectionEvent, { type: 'SOCKET.SENT' }>;
+    return { type: 'CONNECTION.SENT', epoch: context.epoch, frames: sent.frames.filter((f) => f.type !== FrameType.PING) };
+  },
+};
+
+const isPing = (f: { type: number }) => f.type === FrameType.PING;
 
 export const connectionMachine = setup({
   types: {
@@ -123,10 +162,8 @@ export const connectionMachine = setup({
     }),
   },
   actions: {
-    /** Tell the outside; by default the parent (supervisor). */
-    report: enqueueActions(({ enqueue, self }, params: ConnectionReport) => {
-      if (self._parent) enqueue.sendTo(self._parent, params);
-    }),
+    /** Tell the outside; by default the parent (the supervisor). */
+    report: sendParent((_, params: ConnectionReport) => params),
     sendFrame: sendTo('socket', ({ event }) => {
       if (event.type !== 'SEND') throw new Error(`sendFrame on ${event.type}`);
       return { type: 'SEND', frame: event.frame } satisfies SocketCommand;
@@ -148,8 +185,10 @@ export const connectionMachine = setup({
   },
   guards: {
     /** A write other than our own PING: it resets the "sent nothing" clock. */
-    sentData: ({ event }) => event.type === 'SOCKET.SENT' && event.frameType !== FrameType.PING,
-    isPingEcho: ({ event }) => event.type === 'SOCKET.FRAME' && event.frame.type === FrameType.PING,
+    sentData: ({ event }) => event.type === 'SOCKET.SENT' && event.frames.some((f) => !isPing(f)),
+    hasPingEcho: ({ event }) => event.type === 'SOCKET.FRAMES' && event.frames.some(isPing),
+    /** Frames other than PING echoes, for the outside. */
+    hasNews: ({ event }) => event.type === 'SOCKET.FRAMES' && event.frames.some((f) => !isPing(f)),
   },
   delays: {
     connectTimeout: ({ context }) => context.timings.connectTimeoutMs,
@@ -164,11 +203,7 @@ export const connectionMachine = setup({
   context: ({ input }) => ({
     wantOrders: input.wantOrders ?? true,
     random: input.random,
-    timings: {
-      ...DEFAULT_CONNECTION_TIMINGS,
-      ...input.timings,
-      backoff: { ...DEFAULT_BACKOFF, ...input.timings?.backoff },
-    },
+    timings: { ...withDefaults(DEFAULT_CONNECTION_TIMINGS, input.timings as Partial<ConnectionTimings>), backoff: withDefaults(DEFAULT_BACKOFF, input.timings?.backoff) },
     failures: 0,
     backoffMs: 0,
     epoch: 0,
@@ -183,7 +218,7 @@ export const connectionMachine = setup({
       invoke: {
         id: 'socket',
         src: 'socket',
-        input: ({ context }) => ({ attempt: context.failures + 1 }),
+        input: ({ context }) => ({ attempt: context.failures + 1, connectTimeoutMs: context.timings.connectTimeoutMs }),
         onError: '#connection.backoff',
       },
       on: {
@@ -193,20 +228,13 @@ export const connectionMachine = setup({
       initial: 'connecting',
       states: {
         connecting: {
+          entry: entered('connecting'),
           on: { 'SOCKET.OPEN': 'authenticated' },
           after: { connectTimeout: '#connection.backoff' },
         },
         authenticated: {
           type: 'parallel',
-          entry: [
-            'connected',
-            'fetchOrders',
-            { type: 'report', params: ({ context }) => ({ type: 'CONNECTION.UP', epoch: context.epoch }) },
-          ],
-          exit: {
-            type: 'report',
-            params: ({ context, event }) => ({ type: 'CONNECTION.DOWN', epoch: context.epoch, reason: downReason(event) }),
-          },
+          entry: ['connected', 'fetchOrders', entered('authenticated')],
           on: {
             SEND: { actions: 'sendFrame' },
           },
@@ -215,7 +243,7 @@ export const connectionMachine = setup({
               initial: 'active',
               states: {
                 active: {
-                  on: { 'SOCKET.SENT': { guard: 'sentData', target: 'active', reenter: true } },
+                  on: { 'SOCKET.SENT': { guard: 'sentData', target: 'active', reenter: true, actions: reportSent } },
                   after: {
                     pingIdle: {
                       target: 'pingOutstanding',
@@ -232,9 +260,9 @@ export const connectionMachine = setup({
                       guard: 'sentData',
                       target: 'pingOutstanding',
                       reenter: true,
-                      actions: { type: 'armPingWait', params: ({ context }) => ({ sinceLastSendMs: context.timings.pingDeadMs }) },
+                      actions: [reportSent, { type: 'armPingWait', params: ({ context }) => ({ sinceLastSendMs: context.timings.pingDeadMs }) }],
                     },
-                    'SOCKET.FRAME': { guard: 'isPingEcho', target: 'active' },
+                    'SOCKET.FRAMES': { guard: 'hasPingEcho', target: 'active' },
                   },
                   after: { pingWait: '#connection.backoff' },
                 },
@@ -245,17 +273,18 @@ export const connectionMachine = setup({
               states: {
                 listening: {
                   on: {
-                    'SOCKET.FRAME': [
-                      // PING echoes are the connection's own business.
-                      { guard: 'isPingEcho', target: 'listening', reenter: true },
+                    'SOCKET.FRAMES': [
                       {
+                        guard: 'hasNews',
                         target: 'listening',
                         reenter: true,
                         actions: {
                           type: 'report',
-                          params: ({ context, event }) => ({ type: 'CONNECTION.FRAME', epoch: context.epoch, frame: event.frame }),
+                          // PING echoes are the connection's own business.
+                          params: ({ context, event }) => ({ type: 'CONNECTION.FRAMES', epoch: context.epoch, frames: event.frames.filter((f) => !isPing(f)) }),
                         },
                       },
+                      { target: 'listening', reenter: true },
                     ],
                   },
                   after: { receiveDead: '#connection.backoff' },
@@ -265,20 +294,32 @@ export const connectionMachine = setup({
           },
         },
         closing: {
-          entry: 'closeSocket',
+          entry: ['closeSocket', entered('closing')],
           on: { 'SOCKET.CLOSED': '#connection.closed', CLOSE: {} },
           after: { closeTimeout: '#connection.closed' },
         },
       },
     },
     backoff: {
-      entry: 'nextBackoff',
+      entry: [
+        'nextBackoff',
+        {
+          type: 'report',
+          params: ({ context, event }) => ({
+            type: 'CONNECTION.STATE',
+            state: 'backoff',
+            epoch: context.epoch,
+            delayMs: context.backoffMs,
+            reason: downReason(event as { type: string; error?: string }),
+          }),
+        },
+      ],
       after: { backoff: 'session' },
       on: { CLOSE: 'closed' },
     },
     closed: {
       type: 'final',
-      entry: { type: 'report', params: { type: 'CONNECTION.CLOSED' } },
+      entry: entered('closed'),
     },
   },
 });

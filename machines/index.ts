@@ -4,14 +4,17 @@
  * (src/device/) through `.provide({ actors, actions })`, and by fakes in test/machines/.
  *
  *   supervisor ─┬─ connection (NGTT only)   connection.ts
- *               ├─ upload (pathpoint data)  upload.ts
- *               ├─ logs                     logs.ts
+ *               ├─ upload (pathpoint data)  upload.ts  ─┐
+ *               ├─ logs                     logs.ts    ─┼─ http.ts (one HTTPS request, retried)
+ *               ├─ config, declarations ────────────────┘
  *               └─ order × N                order.ts
  *
- * Shared vocabulary (frames, links, backoff, HTTPS outcomes): common.ts.
+ * NgttConnection (NGTT alone) runs the connection and upload machines without a supervisor.
+ * Shared vocabulary (frames, links, the one backoff, HTTPS outcomes, faults): common.ts.
  */
 export * from './common.js';
 export * from './connection.js';
+export * from './http.js';
 export * from './order.js';
 export * from './upload.js';
 export * from './logs.js';

@@ -1,65 +1,69 @@
 /**
- * Log upload (spec §7): best effort. Records wait in a bounded buffer; when it overflows the
- * oldest are dropped and counted (`dropped`). Nothing is spooled to disk and nothing is
- * confirmed: over NGTT a LOGS frame (tid 0) is fire and forget.
+ * Log upload (spec §7): best effort, nothing is confirmed. The records wait in the runtime's
+ * bounded log buffer (it drops the oldest when full, and counts them), which also says when a
+ * batch is due (records or age); this machine asks it for the next batch and decides where it
+ * goes.
  *
- *   idle ──LOG──▶ collecting ──(maxBatchRecords | maxBatchAgeMs | FLUSH)──▶ due
- *   due ── link ngtt ──▶ TRANSMIT LOGS (up to maxBatchRecords) ──▶ idle
- *       ── link https ─▶ posting (`postLogs`) ── 2xx ▶ idle
- *                                             ── 4xx ▶ idle (the batch is dropped and counted)
- *                                             ── 5xx / no connection ▶ retryWait (batch back at the front)
- *       ── link none ──▶ stays due until a link comes (LINK {link})
- *   retryWait ──(backoff 1 s…60 s, or the link turned to NGTT)──▶ due
+ * `nextLogs` {flush} (provided) resolves {records} (a batch that is due, oldest first) or
+ * {records: [], dueInMs} (records are buffered but not due yet) or {records: []} (none).
+ * It is asked again on LOGS (new records were buffered), FLUSH, and after dueInMs.
  *
- * A POST in flight finishes before a LINK change takes effect (its records are never sent twice).
+ *   offline — link none: records wait in the buffer.
+ *   ngtt    — asking → TRANSMIT LOGS (tid 0) → sending: the next batch waits until the
+ *             connection has flushed this one (LOGS.SENT), so at most one LOGS frame is queued
+ *             on the socket (backpressure); if the link goes first, the records are put back.
+ *   https   — asking → posting (the shared HTTP retry machine): 2xx sent, 4xx dropped (counted),
+ *             a LINK change cancels the retries and the records are put back (`putBack`).
  */
-import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import { assign, fromPromise, not, sendParent, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
 import type { LogRecord } from '../src/protocol/messages.js';
-import { type BackoffOptions, type HttpResult, type Link, type LinkEvent, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, httpOutcome } from './common.js';
-
-export interface LogOptions {
-  /** The buffer holds at most this many records; older ones are dropped first. */
-  maxBuffered: number;
-  /** Records per LOGS frame / PUT. */
-  maxBatchRecords: number;
-  /** Send this long after the first record of a batch at the latest. */
-  maxBatchAgeMs: number;
-  retry: BackoffOptions;
-}
-
-export const DEFAULT_LOG_OPTIONS: LogOptions = {
-  maxBuffered: 1000,
-  maxBatchRecords: 100,
-  maxBatchAgeMs: 5_000,
-  retry: DEFAULT_BACKOFF,
-};
+import { type BackoffOptions, type FaultReport, type Link, type LinkEvent, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from './common.js';
+import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 
 export interface LogsInput {
   random: Random;
-  options?: Partial<Omit<LogOptions, 'retry'>> & { retry?: Partial<BackoffOptions> };
+  /** Backoff of HTTPS retries. */
+  retry?: Partial<BackoffOptions>;
+  /** Where to send from the start. Default none. */
+  link?: Link;
 }
+
+export interface NextLogs {
+  records: LogRecord[];
+  /** Records are buffered but not due: ask again after this long. */
+  dueInMs?: number;
+}
+
+export type LogsReport = TransmitEvent | FaultReport;
+
+export type LogsEvent =
+  /** New records were buffered. */
+  | { type: 'LOGS' }
+  | { type: 'FLUSH' }
+  | LinkEvent
+  /** The connection flushed our LOGS frame. */
+  | { type: 'LOGS.SENT' };
 
 export interface LogsContext {
-  options: LogOptions;
   random: Random;
+  retry: BackoffOptions;
   link: Link;
-  buffer: LogRecord[];
-  /** The batch being PUT over HTTPS. */
+  /** The batch on its way (NGTT: until flushed; HTTPS: until answered). */
   sending: LogRecord[];
-  /** Records lost: buffer overflow, or refused (4xx) by the server. */
-  dropped: number;
-  retries: number;
+  dirty: boolean;
+  flush: boolean;
+  /** Whether the ask out now was made with `flush`. */
+  flushAsked: boolean;
+  dueInMs?: number;
+  failures: number;
   retryMs: number;
+  sent: number;
+  /** Records refused (4xx) by the server. */
+  dropped: number;
 }
 
-export type LogsEvent = { type: 'LOG'; records: LogRecord[] } | { type: 'FLUSH' } | LinkEvent;
-
-/** Keep the newest `max` records; count what falls off. */
-function bounded(records: LogRecord[], max: number, dropped: number): Pick<LogsContext, 'buffer' | 'dropped'> {
-  const over = Math.max(0, records.length - max);
-  return { buffer: over ? records.slice(over) : records, dropped: dropped + over };
-}
+const linkIs = (link: Link) => ({ type: 'linkIs' as const, params: link });
 
 export const logsMachine = setup({
   types: {
@@ -68,105 +72,167 @@ export const logsMachine = setup({
     input: {} as LogsInput,
   },
   actors: {
-    /** PUT /v1/device/device_logs; resolve {status}, reject when there is no connection. */
-    postLogs: fromPromise<HttpResult, { records: LogRecord[] }>(async () => {
-      throw new Error('logs machine: provide the `postLogs` actor');
+    /** Take the next batch from the log buffer (see NextLogs). */
+    nextLogs: fromPromise<NextLogs, { flush: boolean }>(async () => {
+      throw new Error('logs machine: provide the `nextLogs` actor');
     }),
+    /** HTTPS: the HTTP retry machine around PUT /v1/device/device_logs (see machines/http.ts `retrying`). */
+    postLogs: httpRequestMachine,
   },
   actions: {
-    report: enqueueActions(({ enqueue, self }, params: TransmitEvent) => {
-      if (self._parent) enqueue.sendTo(self._parent, params);
-    }),
-    append: assign(({ context, event }) =>
-      event.type === 'LOG' ? bounded([...context.buffer, ...event.records], context.options.maxBuffered, context.dropped) : {},
-    ),
-    /** The first batch leaves the buffer (into `sending`, for HTTPS). */
-    takeBatch: assign(({ context }) => ({
-      sending: context.buffer.slice(0, context.options.maxBatchRecords),
-      buffer: context.buffer.slice(context.options.maxBatchRecords),
+    report: sendParent((_, params: LogsReport) => params),
+    /** Records taken but not sent go back in front of the buffer. */
+    putBack: (_, _params: { records: LogRecord[] }) => {
+      throw new Error('logs machine: provide the `putBack` action');
+    },
+    link: assign({ link: ({ event }) => (event as LinkEvent).link }),
+    noteAnswer: assign(({ context }, answer: NextLogs) => ({
+      dueInMs: answer.dueInMs,
+      flush: context.flush && !(context.flushAsked && answer.dueInMs === undefined),
+      sending: answer.records,
     })),
-    sent: assign({ sending: [], retries: 0 }),
-    dropSending: assign(({ context }) => ({ sending: [], retries: 0, dropped: context.dropped + context.sending.length })),
-    /** A failed PUT: its records go back to the front (they are the oldest), within the bound. */
-    requeue: assign(({ context }) => ({
-      sending: [],
-      ...bounded([...context.sending, ...context.buffer], context.options.maxBuffered, context.dropped),
-    })),
-    nextRetry: assign(({ context }) => ({
-      retries: context.retries + 1,
-      retryMs: backoffDelay(context.retries + 1, context.options.retry, context.random),
-    })),
+    sent: assign(({ context }) => ({ sent: context.sent + context.sending.length, sending: [] })),
+    cancelPost: sendTo('post', { type: 'CANCEL' }),
+    bufferFailed: assign(({ context }) => ({ failures: context.failures + 1, retryMs: backoffDelay(context.failures + 1, context.retry, context.random) })),
   },
   guards: {
     linkIs: ({ context }, link: Link) => context.link === link,
-    buffered: ({ context }) => context.buffer.length > 0,
-    batchFull: ({ context }) => context.buffer.length >= context.options.maxBatchRecords,
+    dirty: ({ context }) => context.dirty,
+    pending: ({ context }) => context.dueInMs !== undefined,
+    gotRecords: (_, answer: NextLogs) => answer.records.length > 0,
+    posted: (_, output: HttpRequestOutput) => output.outcome === 'ok',
+    refused: (_, output: HttpRequestOutput) => output.outcome === 'refused',
   },
   delays: {
-    maxBatchAge: ({ context }) => context.options.maxBatchAgeMs,
+    due: ({ context }) => context.dueInMs ?? 0,
     retry: ({ context }) => context.retryMs,
   },
 }).createMachine({
   id: 'logs',
   context: ({ input }) => ({
-    options: { ...DEFAULT_LOG_OPTIONS, ...input.options, retry: { ...DEFAULT_BACKOFF, ...input.options?.retry } },
     random: input.random,
-    link: 'none',
-    buffer: [],
+    retry: withDefaults(DEFAULT_BACKOFF, input.retry),
+    link: input.link ?? 'none',
     sending: [],
-    dropped: 0,
-    retries: 0,
+    dirty: true,
+    flush: false,
+    flushAsked: false,
+    failures: 0,
     retryMs: 0,
+    sent: 0,
+    dropped: 0,
   }),
   on: {
-    LOG: { actions: 'append' },
-    LINK: { actions: assign({ link: ({ event }) => event.link }) },
+    LOGS: { actions: assign({ dirty: true }) },
+    FLUSH: { actions: assign({ dirty: true, flush: true }) },
+    LINK: { actions: 'link' },
   },
-  initial: 'idle',
+  initial: 'route',
   states: {
-    idle: { always: { guard: 'buffered', target: 'collecting' } },
-    collecting: {
-      always: { guard: 'batchFull', target: 'due' },
-      after: { maxBatchAge: 'due' },
-      on: { FLUSH: 'due' },
+    route: {
+      always: [{ guard: linkIs('ngtt'), target: 'ngtt' }, { guard: linkIs('https'), target: 'https' }, { target: 'offline' }],
     },
-    due: {
-      always: [
-        {
-          guard: { type: 'linkIs', params: 'ngtt' as const },
-          target: 'idle',
-          actions: [
-            {
-              type: 'report',
-              params: ({ context }) => ({
-                type: 'TRANSMIT',
-                frame: { type: FrameType.LOGS, tid: 0, payload: context.buffer.slice(0, context.options.maxBatchRecords) },
-              }),
-            },
-            'takeBatch',
-            'sent',
+    offline: {
+      always: { guard: not(linkIs('none')), target: 'route' },
+    },
+    ngtt: {
+      always: { guard: not(linkIs('ngtt')), target: 'route' },
+      initial: 'asking',
+      states: {
+        asking: {
+          entry: assign(({ context }) => ({ dirty: false, flushAsked: context.flush })),
+          invoke: {
+            src: 'nextLogs',
+            input: ({ context }) => ({ flush: context.flush }),
+            onDone: [
+              {
+                guard: { type: 'gotRecords', params: ({ event }) => event.output },
+                target: 'sending',
+                actions: [
+                  { type: 'noteAnswer', params: ({ event }) => event.output },
+                  { type: 'report', params: ({ event }) => ({ type: 'TRANSMIT', frame: { type: FrameType.LOGS, tid: 0, payload: event.output.records } }) },
+                ],
+              },
+              { target: 'idle', actions: { type: 'noteAnswer', params: ({ event }) => event.output } },
+            ],
+            onError: { target: 'failed', actions: ['bufferFailed', { type: 'report', params: ({ event }) => ({ type: 'FAULT', source: 'logs', error: errorText(event.error) }) }] },
+          },
+        },
+        sending: {
+          on: { 'LOGS.SENT': { target: 'asking', actions: 'sent' } },
+          // The link went before the frame was flushed: keep the records for the next link.
+          always: {
+            guard: not(linkIs('ngtt')),
+            target: '#logs.route',
+            actions: [{ type: 'putBack', params: ({ context }) => ({ records: context.sending }) }, assign({ sending: [], dirty: true })],
+          },
+        },
+        idle: {
+          always: [
+            { guard: 'dirty', target: 'asking' },
+            { guard: 'pending', target: 'waiting' },
           ],
         },
-        { guard: { type: 'linkIs', params: 'https' as const }, target: 'posting', actions: 'takeBatch' },
-        // Link none: wait here; the buffer keeps filling (bounded) until a LINK event.
-      ],
-    },
-    posting: {
-      invoke: {
-        src: 'postLogs',
-        input: ({ context }) => ({ records: context.sending }),
-        onDone: [
-          { guard: ({ event }) => httpOutcome(event.output.status) === 'ok', target: 'idle', actions: 'sent' },
-          { guard: ({ event }) => httpOutcome(event.output.status) === 'refused', target: 'idle', actions: 'dropSending' },
-          { target: 'retryWait', actions: 'requeue' },
-        ],
-        onError: { target: 'retryWait', actions: 'requeue' },
+        waiting: {
+          always: { guard: 'dirty', target: 'asking' },
+          after: { due: 'asking' },
+        },
+        failed: { after: { retry: 'asking' } },
       },
     },
-    retryWait: {
-      entry: 'nextRetry',
-      always: { guard: { type: 'linkIs', params: 'ngtt' as const }, target: 'due' },
-      after: { retry: 'due' },
+    https: {
+      initial: 'asking',
+      states: {
+        asking: {
+          entry: assign(({ context }) => ({ dirty: false, flushAsked: context.flush })),
+          always: { guard: not(linkIs('https')), target: '#logs.route' },
+          invoke: {
+            src: 'nextLogs',
+            input: ({ context }) => ({ flush: context.flush }),
+            onDone: [
+              { guard: { type: 'gotRecords', params: ({ event }) => event.output }, target: 'posting', actions: { type: 'noteAnswer', params: ({ event }) => event.output } },
+              { target: 'idle', actions: { type: 'noteAnswer', params: ({ event }) => event.output } },
+            ],
+            onError: { target: 'failed', actions: ['bufferFailed', { type: 'report', params: ({ event }) => ({ type: 'FAULT', source: 'logs', error: errorText(event.error) }) }] },
+          },
+        },
+        posting: {
+          on: { LINK: { actions: ['link', 'cancelPost'] } },
+          invoke: {
+            id: 'post',
+            src: 'postLogs',
+            input: ({ context }) => ({ request: { records: context.sending }, random: context.random, retry: context.retry }),
+            onDone: [
+              { guard: { type: 'posted', params: ({ event }) => event.output }, target: 'asking', actions: 'sent' },
+              {
+                guard: { type: 'refused', params: ({ event }) => event.output },
+                target: 'asking',
+                actions: assign(({ context }) => ({ dropped: context.dropped + context.sending.length, sending: [] })),
+              },
+              { target: '#logs.route', actions: [{ type: 'putBack', params: ({ context }) => ({ records: context.sending }) }, assign({ sending: [], dirty: true })] },
+            ],
+            onError: { target: '#logs.route', actions: [{ type: 'putBack', params: ({ context }) => ({ records: context.sending }) }, assign({ sending: [], dirty: true })] },
+          },
+        },
+        idle: {
+          always: [
+            { guard: not(linkIs('https')), target: '#logs.route' },
+            { guard: 'dirty', target: 'asking' },
+            { guard: 'pending', target: 'waiting' },
+          ],
+        },
+        waiting: {
+          always: [
+            { guard: not(linkIs('https')), target: '#logs.route' },
+            { guard: 'dirty', target: 'asking' },
+          ],
+          after: { due: 'asking' },
+        },
+        failed: {
+          always: { guard: not(linkIs('https')), target: '#logs.route' },
+          after: { retry: 'asking' },
+        },
+      },
     },
   },
 });

@@ -15,14 +15,17 @@
  * - `recordOutcome` (provided promise actor) stores the id with its outcome BEFORE the ack is
  *   requested, so a redelivery caused by a lost ack is recognised. A failure to record does not
  *   hold the ack back: an ack that arrives makes the record unnecessary.
- * - The final states request the ack/reject with the `report` action (default: to the parent)
- *   as ORDER.DONE. The parent sends ORDER_CONFIRM/ORDER_REJECT only on the connection the order
+ * - Entering `executing` is reported as ORDER.EXECUTING; the final states request the ack/reject
+ *   as ORDER.DONE (both with the `report` action, default: sendParent). The parent sends ORDER_CONFIRM/ORDER_REJECT only on the connection the order
  *   came in on (`epoch`), and only if it is still live; otherwise the server redelivers the order
  *   and `checkExecuted` catches it. Orders polled over HTTPS are never acknowledged (§9).
  * - REDELIVERED {tid, epoch}: the server sent this same order again (a reconnect happened while
  *   it ran); the ack then goes with the new tid on the new connection.
+ * - Stopping the actor (device closing) aborts `execute` through its AbortSignal: handlers and
+ *   `wait` orders stop; the order is not acknowledged, so the server delivers it again.
  */
-import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import { assign, fromPromise, sendParent, setup } from 'xstate';
+import { errorText } from './common.js';
 import { type Section, parseSections } from '../src/protocol/messages.js';
 
 export type OrderOutcome = 'acked' | 'rejected';
@@ -70,6 +73,9 @@ export interface OrderDoneReport {
   executed: boolean;
 }
 
+/** What the order reports (the `report` action). */
+export type OrderReport = { type: 'ORDER.EXECUTING'; key: string; id?: string } | OrderDoneReport;
+
 export interface ExecuteInput {
   key: string;
   id?: string;
@@ -95,8 +101,6 @@ function parse(payload: unknown): Pick<OrderContext, 'id' | 'sections' | 'skippe
   }
 }
 
-const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
-
 export const orderMachine = setup({
   types: {
     context: {} as OrderContext,
@@ -115,9 +119,7 @@ export const orderMachine = setup({
     }),
   },
   actions: {
-    report: enqueueActions(({ enqueue, self }, params: OrderDoneReport) => {
-      if (self._parent) enqueue.sendTo(self._parent, params);
-    }),
+    report: sendParent((_, params: OrderReport) => params),
   },
   guards: {
     malformed: ({ context }) => context.reason !== undefined,
@@ -162,6 +164,7 @@ export const orderMachine = setup({
       },
     },
     executing: {
+      entry: { type: 'report', params: ({ context }) => ({ type: 'ORDER.EXECUTING', key: context.key, id: context.id }) },
       invoke: {
         src: 'execute',
         input: ({ context }) => ({ key: context.key, id: context.id, sections: context.sections, skipped: context.skipped }),

@@ -1,134 +1,161 @@
 /**
- * Pathpoint data upload (spec §8): batching, durable spool, pipelining, two transports.
- * Three parallel regions:
+ * Pathpoint data upload (spec §8): where spooled batches go, how many are unanswered, and their
+ * tids. The values, the batches and when a batch is due (count, bytes, age: the batch limits)
+ * belong to the spool in the runtime; this machine only asks it for the next batches.
  *
- * collecting — when to cut a batch. The values themselves are never in the machine: the runtime
- *   stores them durably in its spool first, then reports how many with PUSH {values, bytes}.
- *   The machine only counts the values spooled but not yet in a batch (`open`):
- *   empty ──PUSH──▶ open ──(values ≥ maxBatchValues | bytes ≥ maxBatchBytes | maxBatchAgeMs | FLUSH)──▶
- *   ready ──(spool has room)──▶ cutting (`cutBatch`: the runtime forms a batch of the oldest
- *   unbatched values within maxBatchValues/maxBatchBytes; its id is the spool's) ──▶ empty,
- *   and again while what is left is still due. So one huge PUSH becomes several batches, each
- *   within the limits, and a crash loses nothing (the values were durable before PUSH).
- *   After a restart the runtime passes the unconfirmed batch ids as `pending` and the values
- *   spooled but not yet cut as `unbatched`.
+ * `nextBatches` {max, exclude, flush} (provided) resolves
+ *   {batches: [{id, values, encoded}…]}: send them. Unconfirmed batches come first, oldest first,
+ *     with the content they were formed with (after a reconnect or a restart they go out again
+ *     unchanged); then new ones, formed from pending values that are due;
+ *   {batches: [], dueInMs}: values are pending but not due yet; ask again then;
+ *   {batches: []}: nothing pending.
+ * It is asked again on DATA (more values were spooled), FLUSH (everything pending is due), when
+ * a window slot frees up, and after dueInMs. Batches unanswered or being settled are excluded.
  *
- * spool — backpressure, observable as tag `full`:
- *   accepting ⇄ full (spooled batches, sent or not, ≥ maxSpooledBatches). While full no batch is
- *   cut; values keep arriving in the spool, whose own capacity is the runtime's backpressure.
+ * link — LINK {link} from the supervisor (the input gives the first one):
+ *   offline — hold.
+ *   ngtt    — asking ⇄ idle/waiting: while fewer than `window` DATA_STREAMs are unanswered,
+ *             report TRANSMIT {DATA_STREAM, tid} per batch (pipelining). BATCH.ANSWERED
+ *             {answers: [{tid, outcome}…]} frees the slots and queues the batches for settling
+ *             (answers come in groups: what one read of the socket brought). Leaving ngtt
+ *             forgets the unanswered ones: the spool hands them out again on the next link.
+ *   https   — asking → posting (the shared HTTP retry machine; one batch at a time): 2xx settles
+ *             it confirmed, 4xx rejected. A LINK change cancels the retries, but a request in
+ *             flight finishes first, so a batch is never on both transports at once.
+ *   failed  — the spool could not hand out batches: FAULT, asked again after a backoff.
  *
- * link — where spooled batches go (LINK {link} from the supervisor; `route` picks the state):
- *   offline  — hold.
- *   ngtt     — idle ⇄ loading: while fewer than `window` DATA_STREAMs are unanswered, `loadBatch`
- *              the oldest queued batch and report TRANSMIT {DATA_STREAM, tid} (pipelining).
- *              BATCH.CONFIRMED {tid} → `batchConfirmed`; BATCH.REJECTED {tid} → `setAside`
- *              (never resent). Leaving ngtt (connection down) puts unanswered batches back at the
- *              front of the queue: they are sent again on the next link.
- *   https    — idle → posting (`postBatch`, one at a time) → 2xx `batchConfirmed` / 4xx `setAside`
- *              / 5xx or no connection → retryWait (backoff 1 s…60 s) → posting. A LINK change while
- *              posting waits for the POST to finish, so a batch is never on both transports.
+ * settle — answered batches, oldest answer first: `settleBatches` (provided) deletes confirmed
+ *   ones from the spool and sets refused ones aside, reported as BATCH.SETTLED. If the spool
+ *   fails: `faulted` (tag; FAULT reported) retries with backoff until it works (RECOVERED).
  *
- * Batch ids are the spool's (returned by `cutBatch`); tids are per connection, 1..0x7FFE
- * (0x7FFF is the connection's PING).
+ * Tids are per connection, 1..0x7FFE (0x7FFF is the connection's PING). Reports go out with the
+ * `report` action (default: sendParent): TRANSMIT, BATCH.SETTLED, FAULT, RECOVERED.
  */
-import { assign, enqueueActions, fromPromise, not, setup } from 'xstate';
+import { and, assign, enqueueActions, fromPromise, not, sendParent, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
-import type { PathpointScalar, PathpointSeries, PathpointValue } from '../src/protocol/messages.js';
-import { type BackoffOptions, type HttpResult, type Link, type LinkEvent, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, httpOutcome } from './common.js';
+import {
+  type BackoffOptions,
+  type FaultReport,
+  type InFrame,
+  type Link,
+  type LinkEvent,
+  type Random,
+  type TransmitEvent,
+  DEFAULT_BACKOFF,
+  backoffDelay,
+  errorText,
+  withDefaults,
+} from './common.js';
+import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 
 export const MAX_DATA_TID = 0x7ffe;
 
 export interface UploadOptions {
-  /** Cut a batch at this many values; no batch holds more. */
-  maxBatchValues: number;
-  /** Cut a batch at this many (estimated) bytes; no batch encodes larger, bar a single value. */
-  maxBatchBytes: number;
-  /** Cut a batch this long after the first unbatched value arrived. */
-  maxBatchAgeMs: number;
   /** DATA_STREAM frames unanswered at once over NGTT. */
   window: number;
-  /** Spooled batches (unconfirmed, not set aside) at which backpressure starts. */
-  maxSpooledBatches: number;
-  /** HTTPS retry backoff. */
+  /** Backoff of HTTPS retries and of a failing spool. */
   retry: BackoffOptions;
 }
 
-export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = {
-  maxBatchValues: 1000,
-  maxBatchBytes: 64 * 1024,
-  maxBatchAgeMs: 5_000,
-  window: 8,
-  maxSpooledBatches: 10_000,
-  retry: DEFAULT_BACKOFF,
-};
+export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { window: 8, retry: DEFAULT_BACKOFF };
 
 export interface UploadInput {
   random: Random;
   options?: Partial<Omit<UploadOptions, 'retry'>> & { retry?: Partial<BackoffOptions> };
-  /** Batches already in the spool from an earlier run, unconfirmed and not set aside, oldest first. */
-  pending?: number[];
-  /** Values already in the spool from an earlier run but in no batch yet. */
-  unbatched?: { values: number; bytes: number };
+  /** Where to send from the start (a restarted machine continues on the current link). Default none. */
+  link?: Link;
 }
 
-/** Values in the spool but in no batch yet. */
-export interface OpenBatch {
+/** A batch as the spool hands it out: its id, how many values, and the DATA_STREAM payload (MiniJSON). */
+export interface UploadBatch {
+  id: number;
   values: number;
-  bytes: number;
+  encoded: Uint8Array;
+}
+
+export interface NextBatchesInput {
+  /** Hand out at most this many. */
+  max: number;
+  /** Batches on the wire or being settled: not these. */
+  exclude: number[];
+  /** Everything pending counts as due. */
+  flush: boolean;
+}
+
+export interface NextBatches {
+  batches: UploadBatch[];
+  /** Values are pending but not due: ask again after this long. */
+  dueInMs?: number;
+}
+
+export type BatchOutcome = 'confirmed' | 'rejected';
+export interface BatchSettlement {
+  id: number;
+  outcome: BatchOutcome;
+  reason?: string;
+}
+/** A settled batch: `values` left the spool (0 when the spool no longer had the batch). */
+export interface SettledBatch extends BatchSettlement {
+  values: number;
+}
+
+export type UploadReport = TransmitEvent | ({ type: 'BATCH.SETTLED' } & SettledBatch) | FaultReport;
+
+export type UploadEvent =
+  /** More values are durably in the spool. */
+  | { type: 'DATA' }
+  /** Everything pending is due now (e.g. before closing). */
+  | { type: 'FLUSH' }
+  | LinkEvent
+  /** DATA_STREAM_CONFIRM / _REJECT frames, in the order they came. */
+  | { type: 'BATCH.ANSWERED'; answers: BatchAnswer[] };
+
+export interface BatchAnswer {
+  tid: number;
+  outcome: BatchOutcome;
+  reason?: string;
 }
 
 export interface UploadContext {
-  options: UploadOptions;
+  window: number;
+  retry: BackoffOptions;
   random: Random;
   link: Link;
-  open: OpenBatch;
-  /** Cut everything unbatched (FLUSH, or the oldest value is old enough), not only full batches. */
-  flushAll: boolean;
-  /** Spooled batches not on the wire, oldest first. Over HTTPS the head is the one being posted. */
-  queue: number[];
   /** DATA_STREAMs sent on the current NGTT connection and not yet answered. */
   inFlight: { id: number; tid: number }[];
   /** The last tid handed out; the next one is searched from here. */
   tidCursor: number;
-  /** Failed HTTPS attempts in a row, and the current retry delay. */
-  retries: number;
+  /** The batch being posted over HTTPS. */
+  posting?: UploadBatch;
+  /** Answered batches, waiting for the spool to settle them. */
+  settling: BatchSettlement[];
+  /** Something changed since the spool was last asked (data, FLUSH, a free slot). */
+  dirty: boolean;
+  flush: boolean;
+  /** Whether the ask out now was made with `flush`. */
+  flushAsked: boolean;
+  /** From the last answer of the spool. */
+  dueInMs?: number;
+  /** Failures in a row of the spool: handing out, and settling. */
+  spoolFailures: number;
+  settleFailures: number;
   retryMs: number;
+  settleRetryMs: number;
   confirmed: number;
   rejected: number;
 }
 
-export type UploadEvent =
-  /** `values` more values (about `bytes` of MiniJSON) are durably in the spool. */
-  | { type: 'PUSH'; values: number; bytes: number }
-  | { type: 'FLUSH' }
-  | LinkEvent
-  | { type: 'BATCH.CONFIRMED'; tid: number }
-  | { type: 'BATCH.REJECTED'; tid: number; reason?: string };
-
-/** What `cutBatch` is asked: form one batch of the oldest unbatched values within these limits. */
-export interface CutBatchInput {
-  maxValues: number;
-  maxBytes: number;
-}
-
-/** The batch formed (its spool id, value count and encoded size), or null when nothing was unbatched. */
-export type CutBatch = { id: number; values: number; bytes: number } | null;
-
-/** What `loadBatch` resolves with: the DATA_STREAM payload, as a value or already MiniJSON-encoded. */
-export interface LoadedBatch {
-  payload?: PathpointSeries[];
-  encoded?: Uint8Array;
-}
-
-const scalarBytes = (v: PathpointScalar | false | string): number =>
-  typeof v === 'string' ? v.length * 3 + 5 : 9; // UTF-8 worst case + header; numbers ≤ 8 bytes + type
-const valueBytes = (v: PathpointValue): number => 2 + v.reduce<number>((n, x) => n + scalarBytes(x as PathpointScalar), 0);
-
-/** An upper-bound estimate of the MiniJSON size of `series` (the machine does not encode). */
-export function estimateBytes(series: PathpointSeries[]): number {
-  let n = 5;
-  for (const s of series) n += 20 + scalarBytes(s.path) + s.values.reduce((m, v) => m + valueBytes(v), 0);
-  return n;
+/** The DATA_STREAM_CONFIRM / _REJECT frames among `frames`, as answers. */
+export function answersOf(frames: InFrame[]): BatchAnswer[] {
+  const answers: BatchAnswer[] = [];
+  for (const f of frames) {
+    if (f.type === FrameType.DATA_STREAM_CONFIRM) answers.push({ tid: f.tid, outcome: 'confirmed' });
+    else if (f.type === FrameType.DATA_STREAM_REJECT) {
+      const reason = (f.payload as { reason?: unknown } | undefined)?.reason;
+      answers.push({ tid: f.tid, outcome: 'rejected', reason: typeof reason === 'string' ? reason : undefined });
+    }
+  }
+  return answers;
 }
 
 /** The next tid after `cursor` (wrapping within 1..MAX_DATA_TID) not used by an unanswered batch. */
@@ -139,14 +166,12 @@ export function nextTid(cursor: number, inUse: { tid: number }[]): number {
   return tid;
 }
 
-const linkIs = (link: Link) => ({ type: 'linkIs' as const, params: link });
-const idOfTid = (c: UploadContext, tid: number) => c.inFlight.find((b) => b.tid === tid)!.id;
-const head = (c: UploadContext) => c.queue[0];
+/** `report` from inside enqueueActions (setup() cannot type a reference to its own actions). */
+const reporting = (params: UploadReport) => ({ type: 'report', params }) as never;
 
-const EMPTY: OpenBatch = { values: 0, bytes: 0 };
-const isDue = (c: UploadContext) =>
-  c.open.values > 0 && (c.flushAll || c.open.values >= c.options.maxBatchValues || c.open.bytes >= c.options.maxBatchBytes);
-const spooled = (c: UploadContext) => c.queue.length + c.inFlight.length;
+const linkIs = (link: Link) => ({ type: 'linkIs' as const, params: link });
+const excluded = (c: UploadContext) => [...c.inFlight.map((b) => b.id), ...c.settling.map((s) => s.id), ...(c.posting ? [c.posting.id] : [])];
+const ask = (c: UploadContext, max: number): NextBatchesInput => ({ max, exclude: excluded(c), flush: c.flush });
 
 export const uploadMachine = setup({
   types: {
@@ -155,142 +180,127 @@ export const uploadMachine = setup({
     input: {} as UploadInput,
   },
   actors: {
-    /** Form a batch in the spool (see CutBatchInput); rejects if the spool fails. */
-    cutBatch: fromPromise<CutBatch, CutBatchInput>(async () => {
-      throw new Error('upload machine: provide the `cutBatch` actor');
+    /** Ask the spool for what to send next (see NextBatchesInput); rejects if the spool fails. */
+    nextBatches: fromPromise<NextBatches, NextBatchesInput>(async () => {
+      throw new Error('upload machine: provide the `nextBatches` actor');
     }),
-    /** NGTT: read batch `id` from the spool. */
-    loadBatch: fromPromise<LoadedBatch, { id: number }>(async () => {
-      throw new Error('upload machine: provide the `loadBatch` actor');
+    /** Confirm / set aside answered batches in the spool; rejects if the spool fails. */
+    settleBatches: fromPromise<SettledBatch[], { settlements: BatchSettlement[] }>(async () => {
+      throw new Error('upload machine: provide the `settleBatches` actor');
     }),
-    /** HTTPS: POST /v1/device/pathpoints with batch `id`; resolve {status}, reject when there is no connection. */
-    postBatch: fromPromise<HttpResult, { id: number }>(async () => {
-      throw new Error('upload machine: provide the `postBatch` actor');
-    }),
+    /** HTTPS: the HTTP retry machine around POST /v1/device/pathpoints (see machines/http.ts `retrying`). */
+    postBatch: httpRequestMachine,
   },
   actions: {
-    report: enqueueActions(({ enqueue, self }, params: TransmitEvent) => {
-      if (self._parent) enqueue.sendTo(self._parent, params);
+    report: sendParent((_, params: UploadReport) => params),
+    link: assign({ link: ({ event }) => (event as LinkEvent).link }),
+    /** Note what the spool said; send what it handed out (NGTT). */
+    transmit: enqueueActions(({ context, enqueue }, answer: NextBatches) => {
+      let cursor = context.tidCursor;
+      const inFlight = [...context.inFlight];
+      for (const batch of answer.batches) {
+        const tid = nextTid(cursor, inFlight);
+        cursor = tid;
+        inFlight.push({ id: batch.id, tid });
+        enqueue(reporting({ type: 'TRANSMIT', frame: { type: FrameType.DATA_STREAM, tid, encoded: batch.encoded } }));
+      }
+      enqueue.assign({ inFlight, tidCursor: cursor });
     }),
-    /** The server stored batch `id`: drop it from the spool. */
-    batchConfirmed: (_, _params: { id: number }) => {
-      throw new Error('upload machine: provide the `batchConfirmed` action');
-    },
-    /** The server refused batch `id`: keep it aside for inspection, never send it again. */
-    setAside: (_, _params: { id: number; reason: string }) => {
-      throw new Error('upload machine: provide the `setAside` action');
-    },
-    addValues: assign(({ context, event }) =>
-      event.type === 'PUSH' ? { open: { values: context.open.values + event.values, bytes: context.open.bytes + event.bytes } } : {},
-    ),
-    flushAll: assign(({ context }) => ({ flushAll: context.open.values > 0 })),
-    /** A batch was cut: it joins the queue; what is left stays unbatched. */
-    queueCut: assign(({ context }, cut: CutBatch) => {
-      if (!cut) return { open: EMPTY, flushAll: false };
-      const values = Math.max(0, context.open.values - cut.values);
-      const open = values === 0 ? EMPTY : { values, bytes: Math.max(0, context.open.bytes - cut.bytes) };
-      return { open, flushAll: context.flushAll && values > 0, queue: [...context.queue, cut.id] };
+    noteAnswer: assign(({ context }, answer: NextBatches) => ({
+      dueInMs: answer.dueInMs,
+      // Asked with FLUSH and nothing is pending any more: the FLUSH is done.
+      flush: context.flush && !(context.flushAsked && answer.dueInMs === undefined),
+    })),
+    /**
+     * Answers for unanswered DATA_STREAMs: their slots are free, the batches go to settling.
+     * Answers for tids not in flight (late, from an old connection, or foreign) are ignored.
+     */
+    answered: assign(({ context }, answers: BatchAnswer[]) => {
+      const byTid = new Map(context.inFlight.map((b) => [b.tid, b]));
+      const settling = [...context.settling];
+      for (const a of answers) {
+        const batch = byTid.get(a.tid);
+        if (!batch) continue;
+        byTid.delete(a.tid);
+        settling.push({ id: batch.id, outcome: a.outcome, reason: a.outcome === 'rejected' ? (a.reason ?? 'rejected') : undefined });
+      }
+      if (settling.length === context.settling.length) return {};
+      return { inFlight: context.inFlight.filter((b) => byTid.has(b.tid)), settling, dirty: true };
     }),
-    /** NGTT: the head of the queue goes on the wire with a fresh tid (it becomes the last of inFlight). */
-    moveHeadInFlight: assign(({ context }) => {
-      const [id, ...rest] = context.queue;
-      const tid = nextTid(context.tidCursor, context.inFlight);
-      return { queue: rest, inFlight: [...context.inFlight, { id, tid }], tidCursor: tid };
+    /** Leaving NGTT: nothing unanswered counts any more (the spool hands those batches out again). */
+    forgetInFlight: assign({ inFlight: [] }),
+    settled: enqueueActions(({ context, enqueue }, done: SettledBatch[]) => {
+      const ids = new Set(done.map((d) => d.id));
+      enqueue.assign({
+        settling: context.settling.filter((s) => !ids.has(s.id)),
+        confirmed: context.confirmed + done.filter((d) => d.outcome === 'confirmed').length,
+        rejected: context.rejected + done.filter((d) => d.outcome === 'rejected').length,
+        settleFailures: 0,
+      });
+      for (const d of done) enqueue(reporting({ type: 'BATCH.SETTLED', ...d }));
+      if (context.settleFailures > 0) enqueue(reporting({ type: 'RECOVERED', source: 'upload.settle' }));
     }),
-    dropInFlight: assign(({ context, event }) => ({
-      inFlight: context.inFlight.filter((b) => !('tid' in event) || b.tid !== event.tid),
-    })),
-    dropHead: assign(({ context }) => ({ queue: context.queue.slice(1), retries: 0 })),
-    countConfirmed: assign({ confirmed: ({ context }) => context.confirmed + 1 }),
-    countRejected: assign({ rejected: ({ context }) => context.rejected + 1 }),
-    /** The link went away: unanswered batches go back to the front, oldest first. */
-    requeueInFlight: assign(({ context }) => ({
-      queue: [...context.inFlight.map((b) => b.id), ...context.queue].sort((a, b) => a - b),
-      inFlight: [],
-    })),
-    nextRetry: assign(({ context }) => ({
-      retries: context.retries + 1,
-      retryMs: backoffDelay(context.retries + 1, context.options.retry, context.random),
-    })),
+    spoolFailed: enqueueActions(({ context, enqueue }, params: { error: unknown }) => {
+      const n = context.spoolFailures + 1;
+      enqueue.assign({ spoolFailures: n, retryMs: backoffDelay(n, context.retry, context.random) });
+      enqueue(reporting({ type: 'FAULT', source: 'upload.spool', error: `spool: ${errorText(params.error)}` }));
+    }),
+    spoolWorks: enqueueActions(({ context, enqueue }) => {
+      if (context.spoolFailures === 0) return;
+      enqueue.assign({ spoolFailures: 0 });
+      enqueue(reporting({ type: 'RECOVERED', source: 'upload.spool' }));
+    }),
+    settleFailed: enqueueActions(({ context, enqueue }, params: { error: unknown }) => {
+      const n = context.settleFailures + 1;
+      enqueue.assign({ settleFailures: n, settleRetryMs: backoffDelay(n, context.retry, context.random) });
+      enqueue(reporting({ type: 'FAULT', source: 'upload.settle', error: `spool: ${errorText(params.error)}` }));
+    }),
+    cancelPost: sendTo('post', { type: 'CANCEL' }),
   },
   guards: {
-    due: ({ context }) => isDue(context),
-    unbatched: ({ context }) => context.open.values > 0,
-    spoolHasRoom: ({ context }) => spooled(context) < context.options.maxSpooledBatches,
-    spoolFull: ({ context }) => spooled(context) >= context.options.maxSpooledBatches,
     linkIs: ({ context }, link: Link) => context.link === link,
-    /** The answer is for an unanswered DATA_STREAM of this connection (others are late or foreign: ignored). */
-    inFlight: ({ context, event }) => 'tid' in event && context.inFlight.some((b) => b.tid === event.tid),
-    queued: ({ context }) => context.queue.length > 0,
-    canTransmit: ({ context }) =>
-      context.link === 'ngtt' && context.queue.length > 0 && context.inFlight.length < context.options.window,
+    hasRoom: ({ context }) => context.inFlight.length < context.window,
+    shouldAsk: ({ context }) => context.dirty && context.inFlight.length < context.window,
+    pending: ({ context }) => context.dueInMs !== undefined,
+    gotBatch: (_, answer: NextBatches) => answer.batches.length > 0,
+    settlementsWaiting: ({ context }) => context.settling.length > 0,
+    posted: (_, output: HttpRequestOutput) => output.outcome === 'ok',
+    refused: (_, output: HttpRequestOutput) => output.outcome === 'refused',
   },
   delays: {
-    maxBatchAge: ({ context }) => context.options.maxBatchAgeMs,
+    due: ({ context }) => context.dueInMs ?? 0,
     retry: ({ context }) => context.retryMs,
+    settleRetry: ({ context }) => context.settleRetryMs,
   },
 }).createMachine({
   id: 'upload',
   type: 'parallel',
   context: ({ input }) => ({
-    options: {
-      ...DEFAULT_UPLOAD_OPTIONS,
-      ...input.options,
-      retry: { ...DEFAULT_BACKOFF, ...input.options?.retry },
-    },
+    window: input.options?.window ?? DEFAULT_UPLOAD_OPTIONS.window,
+    retry: withDefaults(DEFAULT_UPLOAD_OPTIONS.retry, input.options?.retry),
     random: input.random,
-    link: 'none',
-    open: input.unbatched && input.unbatched.values > 0 ? { ...input.unbatched } : EMPTY,
-    flushAll: false,
-    queue: [...(input.pending ?? [])],
+    link: input.link ?? 'none',
     inFlight: [],
     tidCursor: 0,
-    retries: 0,
+    settling: [],
+    // Ask at once: the spool may hold batches and values from an earlier run.
+    dirty: true,
+    flush: false,
+    flushAsked: false,
+    spoolFailures: 0,
+    settleFailures: 0,
     retryMs: 0,
+    settleRetryMs: 0,
     confirmed: 0,
     rejected: 0,
   }),
   on: {
-    LINK: { actions: assign({ link: ({ event }) => event.link }) },
+    DATA: { actions: assign({ dirty: true }) },
+    FLUSH: { actions: assign({ dirty: true, flush: true }) },
   },
   states: {
-    collecting: {
-      initial: 'empty',
-      on: { PUSH: { actions: 'addValues' }, FLUSH: { actions: 'flushAll' } },
-      states: {
-        empty: {
-          always: { guard: 'unbatched', target: 'open' },
-        },
-        open: {
-          after: { maxBatchAge: { actions: 'flushAll' } },
-          always: { guard: 'due', target: 'ready' },
-        },
-        /** Due, waiting for room in the spool (backpressure). */
-        ready: {
-          always: { guard: 'spoolHasRoom', target: 'cutting' },
-        },
-        cutting: {
-          invoke: {
-            src: 'cutBatch',
-            input: ({ context }) => ({ maxValues: context.options.maxBatchValues, maxBytes: context.options.maxBatchBytes }),
-            onDone: { target: 'empty', actions: { type: 'queueCut', params: ({ event }) => event.output } },
-            // The spool failed: try again after maxBatchAge rather than spin.
-            onError: 'failed',
-          },
-        },
-        failed: {
-          after: { maxBatchAge: 'empty' },
-        },
-      },
-    },
-    spool: {
-      initial: 'accepting',
-      states: {
-        accepting: { always: { guard: 'spoolFull', target: 'full' } },
-        full: { tags: ['full'], always: { guard: 'spoolHasRoom', target: 'accepting' } },
-      },
-    },
     link: {
+      on: { LINK: { actions: 'link' } },
       initial: 'route',
       states: {
         route: {
@@ -304,96 +314,134 @@ export const uploadMachine = setup({
           always: { guard: not(linkIs('none')), target: 'route' },
         },
         ngtt: {
-          exit: 'requeueInFlight',
+          exit: 'forgetInFlight',
           always: { guard: not(linkIs('ngtt')), target: 'route' },
           on: {
-            'BATCH.CONFIRMED': {
-              guard: 'inFlight',
-              actions: [{ type: 'batchConfirmed', params: ({ context, event }) => ({ id: idOfTid(context, event.tid) }) }, 'dropInFlight', 'countConfirmed'],
-            },
-            'BATCH.REJECTED': {
-              guard: 'inFlight',
-              actions: [
-                { type: 'setAside', params: ({ context, event }) => ({ id: idOfTid(context, event.tid), reason: event.reason ?? 'rejected' }) },
-                'dropInFlight',
-                'countRejected',
-              ],
-            },
+            'BATCH.ANSWERED': { actions: { type: 'answered', params: ({ event }) => event.answers } },
           },
-          initial: 'idle',
+          initial: 'asking',
           states: {
-            idle: { always: { guard: 'canTransmit', target: 'loading' } },
-            loading: {
+            asking: {
+              entry: assign(({ context }) => ({ dirty: false, flushAsked: context.flush })),
               invoke: {
-                src: 'loadBatch',
-                input: ({ context }) => ({ id: context.queue[0] }),
+                src: 'nextBatches',
+                input: ({ context }) => ask(context, context.window - context.inFlight.length),
                 onDone: {
                   target: 'idle',
-                  actions: [
-                    'moveHeadInFlight',
-                    {
-                      type: 'report',
-                      params: ({ context, event }) => ({
-                        type: 'TRANSMIT',
-                        frame: { type: FrameType.DATA_STREAM, tid: context.inFlight.at(-1)!.tid, payload: event.output.payload, encoded: event.output.encoded },
-                      }),
-                    },
-                  ],
+                  actions: ['spoolWorks', { type: 'noteAnswer', params: ({ event }) => event.output }, { type: 'transmit', params: ({ event }) => event.output }],
                 },
-                // An unreadable batch can never be sent: set it aside like a rejected one.
-                onError: {
-                  target: 'idle',
-                  actions: [
-                    { type: 'setAside', params: ({ context, event }) => ({ id: head(context), reason: `unreadable: ${String(event.error)}` }) },
-                    'dropHead',
-                    'countRejected',
-                  ],
-                },
+                onError: { target: 'failed', actions: { type: 'spoolFailed', params: ({ event }) => ({ error: event.error }) } },
               },
+            },
+            /** Nothing due, or the window is full: wait for data, a FLUSH, a free slot. */
+            idle: {
+              always: [
+                { guard: 'shouldAsk', target: 'asking' },
+                { guard: and(['pending', 'hasRoom']), target: 'waiting' },
+              ],
+            },
+            /** Values are pending: ask again when they are due. */
+            waiting: {
+              always: { guard: 'shouldAsk', target: 'asking' },
+              after: { due: [{ guard: 'hasRoom', target: 'asking' }, { target: 'idle', actions: assign({ dueInMs: undefined }) }] },
+            },
+            failed: {
+              after: { retry: 'asking' },
             },
           },
         },
         https: {
-          initial: 'idle',
+          initial: 'asking',
           states: {
+            asking: {
+              entry: assign(({ context }) => ({ dirty: false, flushAsked: context.flush })),
+              always: { guard: not(linkIs('https')), target: '#upload.link.route' },
+              invoke: {
+                src: 'nextBatches',
+                input: ({ context }) => ask(context, 1),
+                onDone: [
+                  {
+                    guard: { type: 'gotBatch', params: ({ event }) => event.output },
+                    target: 'posting',
+                    actions: ['spoolWorks', { type: 'noteAnswer', params: ({ event }) => event.output }, assign({ posting: ({ event }) => event.output.batches[0] })],
+                  },
+                  { target: 'idle', actions: ['spoolWorks', { type: 'noteAnswer', params: ({ event }) => event.output }] },
+                ],
+                onError: { target: 'failed', actions: { type: 'spoolFailed', params: ({ event }) => ({ error: event.error }) } },
+              },
+            },
             idle: {
               always: [
                 { guard: not(linkIs('https')), target: '#upload.link.route' },
-                { guard: 'queued', target: 'posting' },
+                { guard: 'shouldAsk', target: 'asking' },
+                { guard: 'pending', target: 'waiting' },
               ],
             },
+            waiting: {
+              always: [
+                { guard: not(linkIs('https')), target: '#upload.link.route' },
+                { guard: 'shouldAsk', target: 'asking' },
+              ],
+              after: { due: { target: 'asking' } },
+            },
             posting: {
+              // The link changed: no more retries; an answer already coming still counts.
+              on: { LINK: { actions: ['link', 'cancelPost'] } },
               invoke: {
+                id: 'post',
                 src: 'postBatch',
-                input: ({ context }) => ({ id: context.queue[0] }),
+                input: ({ context }) => ({ request: { id: context.posting!.id, encoded: context.posting!.encoded }, random: context.random, retry: context.retry }),
                 onDone: [
                   {
-                    guard: ({ event }) => httpOutcome(event.output.status) === 'ok',
-                    target: 'idle',
-                    actions: [{ type: 'batchConfirmed', params: ({ context }) => ({ id: head(context) }) }, 'dropHead', 'countConfirmed'],
+                    guard: { type: 'posted', params: ({ event }) => event.output },
+                    target: 'asking',
+                    actions: assign(({ context }) => ({ settling: [...context.settling, { id: context.posting!.id, outcome: 'confirmed' as const }], posting: undefined })),
                   },
                   {
-                    guard: ({ event }) => httpOutcome(event.output.status) === 'refused',
-                    target: 'idle',
-                    actions: [
-                      { type: 'setAside', params: ({ context, event }) => ({ id: head(context), reason: `HTTP ${event.output.status}` }) },
-                      'dropHead',
-                      'countRejected',
-                    ],
+                    guard: { type: 'refused', params: ({ event }) => event.output },
+                    target: 'asking',
+                    actions: assign(({ context, event }) => ({
+                      settling: [...context.settling, { id: context.posting!.id, outcome: 'rejected' as const, reason: `HTTP ${event.output.status}` }],
+                      posting: undefined,
+                    })),
                   },
-                  { target: 'retryWait' },
+                  // Cancelled: the batch stays in the spool and goes out on the next link.
+                  { target: '#upload.link.route', actions: assign({ posting: undefined, dirty: true }) },
                 ],
-                onError: 'retryWait',
+                onError: {
+                  target: '#upload.link.route',
+                  actions: [assign({ posting: undefined, dirty: true }), { type: 'report', params: ({ event }) => ({ type: 'FAULT', source: 'upload.https', error: errorText(event.error) }) }],
+                },
               },
             },
-            retryWait: {
-              entry: 'nextRetry',
+            failed: {
               always: { guard: not(linkIs('https')), target: '#upload.link.route' },
-              after: { retry: 'posting' },
+              after: { retry: 'asking' },
             },
           },
         },
       },
     },
+    settle: {
+      initial: 'idle',
+      states: {
+        idle: { always: { guard: 'settlementsWaiting', target: 'settling' } },
+        settling: {
+          invoke: {
+            src: 'settleBatches',
+            input: ({ context }) => ({ settlements: context.settling }),
+            onDone: { target: 'idle', actions: { type: 'settled', params: ({ event }) => event.output } },
+            onError: { target: 'faulted', actions: { type: 'settleFailed', params: ({ event }) => ({ error: event.error }) } },
+          },
+        },
+        faulted: {
+          tags: ['faulted'],
+          after: { settleRetry: 'settling' },
+        },
+      },
+    },
   },
 });
+
+/** What `postBatch`'s request gets: the batch id and its payload. */
+export type PostBatchInput = { id: number; encoded: Uint8Array };

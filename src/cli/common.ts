@@ -43,7 +43,7 @@ export function keyMaterialError(e: unknown): UserError | undefined {
 }
 
 /**
- * Optional peer dependencies: the server needs fastify (and amqplib for --store rabbitmq), the
+ * Optional peer dependencies: the server needs fastify and @fastify/multipart (and amqplib for --store rabbitmq), the
  * demo's --inspect needs @statelyai/inspect. A device-only install has none of them, so the
  * commands load them lazily, and a missing one is named with the command that installs it
  * (the majors of package.json's peerDependencies).
@@ -55,6 +55,8 @@ export const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
   '@fastify/multipart': '@fastify/multipart@10',
 };
 
+const HTTP_PEERS = ['fastify', '@fastify/multipart'];
+
 /** A failed import of a missing optional peer as a one-line UserError (exit 2), else undefined. */
 export function missingPeerError(e: unknown): UserError | undefined {
   const err = e as NodeJS.ErrnoException | undefined;
@@ -62,7 +64,10 @@ export function missingPeerError(e: unknown): UserError | undefined {
   // "Cannot find package 'fastify' imported from …"
   const name = /Cannot find package '([^']+)'/.exec(err.message)?.[1];
   if (name === undefined || !(name in OPTIONAL_PEERS)) return undefined;
-  return new UserError(`needs ${name}, an optional peer dependency of ngtt that is not installed: npm install ${OPTIONAL_PEERS[name]}`, EXIT_USAGE);
+  // The HTTPS API needs both of its packages: name them together, whichever failed first.
+  const names = HTTP_PEERS.includes(name) ? HTTP_PEERS : [name];
+  const what = names.length === 1 ? `${name}, an optional peer dependency of ngtt that is` : `${names.join(' and ')}, optional peer dependencies of ngtt that are`;
+  return new UserError(`needs ${what} not installed: npm install ${names.map((n) => OPTIONAL_PEERS[n]).join(' ')}`, EXIT_USAGE);
 }
 
 /** Runs a command; a user mistake becomes one line on stderr and an exit code, anything else a bug report. */

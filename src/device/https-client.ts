@@ -97,47 +97,79 @@ export class DeviceHttpsClient {
     this.agent.destroy();
   }
 
-  /** Sends a request; resolves with the decoded answer (undefined when empty). */
-  request(method: string, path: string, body?: Uint8Array): Promise<unknown> {
+  /**
+   * Sends a request; resolves with the decoded answer (undefined when empty). A 4xx/5xx answer
+   * rejects with HttpError carrying its status and body.
+   */
+  async request(method: string, path: string, body?: Uint8Array, options: RequestOptions = {}): Promise<unknown> {
+    const answer = await this.send(method, path, body, options);
+    if (answer.status < 200 || answer.status >= 300) {
+      throw new HttpError(`${method} ${path}: HTTP ${answer.status}${statusText(answer.body)}`, answer.status, answer.status >= 500, answer.body);
+    }
+    return answer.body;
+  }
+
+  /**
+   * Sends a request; resolves with any HTTP answer, {status, body} (body decoded: MiniJSON,
+   * JSON, else text). Rejects with HttpError (no status) when no answer came — connection, TLS,
+   * timeout, `signal` aborted — and with HttpError (the status, retryable) when a 2xx body
+   * cannot be decoded: a broken answer is treated like a 5xx.
+   */
+  send(method: string, path: string, body?: Uint8Array, options: RequestOptions = {}): Promise<{ status: number; body: unknown }> {
     const url = new URL(path, this.base);
     const headers: Record<string, string | number> = { Accept: `${MINIJSON_TYPE}, application/json;q=0.5` };
     if (body) {
       headers['Content-Type'] = MINIJSON_TYPE;
       headers['Content-Length'] = body.length;
     }
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(new HttpError(`${method} ${path}: aborted`, undefined, false, undefined, 'ABORT_ERR'));
     return new Promise((resolve, reject) => {
       const req = https.request(url, { method, headers, agent: this.agent }, (res) => {
         readBody(res).then((bytes) => {
-          clearTimeout(timer);
+          done();
           this.counters.bytesReceived += bytes.length;
           const status = res.statusCode ?? 0;
-          if (status < 200 || status >= 300) {
-            let answer: unknown;
-            try {
-              answer = decodeBody(res, bytes);
-            } catch {
-              answer = bytes.toString('utf8'); // an error page from a proxy, say
-            }
-            reject(new HttpError(`${method} ${path}: HTTP ${status}`, status, status >= 500, answer));
-            return;
-          }
+          let answer: unknown;
           try {
-            resolve(decodeBody(res, bytes));
+            answer = decodeBody(res, bytes);
           } catch (error) {
-            reject(new HttpError(`${method} ${path}: undecodable answer: ${(error as Error).message}`, status, false));
+            if (status >= 200 && status < 300) {
+              reject(new HttpError(`${method} ${path}: undecodable answer: ${(error as Error).message}`, status, true));
+              return;
+            }
+            answer = bytes.toString('utf8'); // an error page from a proxy, say
           }
+          resolve({ status, body: answer });
         }, fail);
       });
       const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' })), this.timeoutMs);
-      function fail(error: Error & { code?: string }) {
+      const onAbort = () => req.destroy(Object.assign(new Error('aborted'), { code: 'ABORT_ERR' }));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      function done() {
         clearTimeout(timer);
-        reject(error instanceof HttpError ? error : new HttpError(`${method} ${path}: ${error.message}`, undefined, true, undefined, error.code));
+        signal?.removeEventListener('abort', onAbort);
+      }
+      function fail(error: Error & { code?: string }) {
+        done();
+        reject(error instanceof HttpError ? error : new HttpError(`${method} ${path}: ${error.message}`, undefined, error.code !== 'ABORT_ERR', undefined, error.code));
       }
       req.on('error', fail);
       if (body) this.counters.bytesSent += body.length;
       req.end(body);
     });
   }
+}
+
+export interface RequestOptions {
+  /** Aborting it ends the request at once (it rejects with HttpError, code ABORT_ERR). */
+  signal?: AbortSignal;
+}
+
+/** ": <text>" from a `{status: "<text>"}` error body (spec §9), if there is one. */
+function statusText(body: unknown): string {
+  const text = (body as { status?: unknown } | undefined)?.status;
+  return typeof text === 'string' && text ? `: ${text}` : '';
 }
 
 function readBody(res: IncomingMessage): Promise<Buffer> {

@@ -13,13 +13,16 @@ export {
   type Transport,
   type PathpointReading,
   type PushData,
+  type DeviceFault,
+  type FaultSource,
+  type WaitOptions,
 } from './ngtt-device.js';
-export { NgttConnection, DataStreamRejectedError, type NgttConnectionOptions, type NgttConnectionEvents, type NgttOrder } from './ngtt-connection.js';
+export { NgttConnection, DataStreamRejectedError, type NgttConnectionOptions, type NgttConnectionEvents, type NgttConnectionFault, type NgttOrder } from './ngtt-connection.js';
 export { PathpointError, type OrderHandlers, type HandlerContext } from './executor.js';
 export { HttpError, DeviceHttpsClient } from './https-client.js';
 export type { DeviceConfig, CultureContext } from '../protocol/index.js';
 export { ConnectionClosedError, DEFAULT_NGTT_PORT } from './tls-transport.js';
 export type { TlsMaterial, DeviceTlsOptions } from './tls-material.js';
-export { SqliteSpool, MemorySpool, SpoolFullError, type Spool, type SpoolBatch } from './spool.js';
+export { SqliteSpool, MemorySpool, SpoolFullError, SpoolStorageError, SpoolClosedError, type Spool, type SpoolBatch } from './spool.js';
 export type { SharedDatabase } from './shared-database.js';
 export { LogShipper } from './log-shipper.js';

@@ -3,9 +3,13 @@
  * buffer drops the oldest record when full and counts it; adding never blocks or throws, and
  * the shipper never logs about its own trouble (that would feed itself in a loop).
  *
+ * It is the one buffer of the device's logs and says when a batch is due (`next`: at
+ * maxBatchRecords records, or maxBatchAgeMs after the oldest); the logs machine asks it, and
+ * puts back what it could not send.
+ *
  *   const shipper = new LogShipper({ service: 'boiler' });
  *   const logger = pino({}, pino.multistream([{ stream: process.stdout }, { stream: shipper.stream }]));
- *   ...  send(shipper.drain(500))  // LOGS frame or PUT /v1/device/device_logs
+ *   ...  send(shipper.next({ flush: true }).records)  // LOGS frame or PUT /v1/device/device_logs
  */
 import { gzipSync } from 'node:zlib';
 import { LogLevel, type LogRecord } from '../protocol/index.js';
@@ -19,9 +23,15 @@ export interface LogShipperOptions {
   compressFrom?: number;
   /** Clock (unix ms) for logs without a numeric `time`. Default Date.now. */
   now?: () => number;
+  /** Records per batch (LOGS frame / PUT). Default 100. */
+  maxBatchRecords?: number;
+  /** A batch is due this long after its oldest record came. Default 5 s. */
+  maxBatchAgeMs?: number;
   /** Called after a record was added (e.g. to schedule a send). Must not log. */
   onRecord?: (buffered: number) => void;
 }
+
+export const DEFAULT_LOG_BATCH = { maxBatchRecords: 100, maxBatchAgeMs: 5_000 };
 
 /** Pino's numeric levels mapped to the spec's: trace and debug 10, info 20, warn 30, error 40, fatal 50. */
 export function ngttLevel(pinoLevel: number): number {
@@ -72,6 +82,10 @@ export class LogShipper {
   private readonly compressFrom: number;
   private readonly now: () => number;
   private readonly onRecord?: (buffered: number) => void;
+  private readonly maxBatchRecords: number;
+  private readonly maxBatchAgeMs: number;
+  /** When the oldest buffered record came (clock of `now`). */
+  private oldestAt = 0;
   private lastWhen = 0;
   /** Ring buffer: `count` records from `head`. */
   private readonly ring: (LogRecord | undefined)[];
@@ -84,6 +98,8 @@ export class LogShipper {
     this.compressFrom = options.compressFrom ?? 256;
     this.now = options.now ?? Date.now;
     this.onRecord = options.onRecord;
+    this.maxBatchRecords = options.maxBatchRecords ?? DEFAULT_LOG_BATCH.maxBatchRecords;
+    this.maxBatchAgeMs = options.maxBatchAgeMs ?? DEFAULT_LOG_BATCH.maxBatchAgeMs;
     this.ring = new Array(this.capacity);
   }
 
@@ -139,6 +155,31 @@ export class LogShipper {
     return record;
   }
 
+  /** Adds records as they are (already LOGS records). Never throws. */
+  push(records: LogRecord[]): void {
+    for (const r of records) this.enqueue(r);
+    try {
+      if (records.length) this.onRecord?.(this.count);
+    } catch {
+      this.failures++;
+    }
+  }
+
+  /**
+   * The next batch when one is due (maxBatchRecords buffered, the oldest maxBatchAgeMs old, or
+   * `flush`); otherwise no records and, while any are buffered, when to ask again.
+   */
+  next(options: { flush?: boolean } = {}): { records: LogRecord[]; dueInMs?: number } {
+    if (this.count === 0) return { records: [] };
+    const wait = this.oldestAt + this.maxBatchAgeMs - this.now();
+    if (!options.flush && this.count < this.maxBatchRecords && wait > 0) return { records: [], dueInMs: wait };
+    const records = this.drain(this.maxBatchRecords);
+    if (this.count === 0) return { records };
+    // The rest waits its own age (we keep no time per record).
+    this.oldestAt = this.now();
+    return { records, dueInMs: this.maxBatchAgeMs };
+  }
+
   /** Takes up to `max` records, oldest first. */
   drain(max = Infinity): LogRecord[] {
     const n = Math.min(max, this.count);
@@ -160,6 +201,8 @@ export class LogShipper {
     const room = this.capacity - this.count;
     const kept = records.length > room ? records.slice(records.length - room) : records;
     this.dropped += records.length - kept.length;
+    // They have waited already: due as soon as there is a link.
+    if (kept.length) this.oldestAt = this.now() - this.maxBatchAgeMs;
     for (let i = kept.length - 1; i >= 0; i--) {
       this.head = (this.head - 1 + this.capacity) % this.capacity;
       this.ring[this.head] = kept[i];
@@ -168,6 +211,7 @@ export class LogShipper {
   }
 
   private enqueue(record: LogRecord): void {
+    if (this.count === 0) this.oldestAt = this.now();
     if (this.count === this.capacity) {
       this.ring[this.head] = undefined;
       this.head = (this.head + 1) % this.capacity;

@@ -1,37 +1,67 @@
 /**
  * NgttDevice: the device runtime. Wires the machines (machines/) to real I/O: the TLS socket,
- * the HTTPS client, the SQLite spool and executed-orders store, and the order executor.
+ * the HTTPS client, the SQLite spool and executed-orders store, the log buffer and the order
+ * executor. It learns what happens only from the events the supervisor emits.
  *
  * Data path (spec §8): push() stores values durably in the spool first and only then tells the
- * upload machine how many arrived; the machine decides when to cut batches out of the spool and
- * where to send them. Nothing leaves the spool before the server confirms it.
+ * upload machine (DATA); the machine asks the spool for due batches and says where they go.
+ * Nothing leaves the spool before the server confirms it.
+ *
+ * Faults never stop it: a machine that fails is restarted by its supervisor, a supervisor that
+ * fails is restarted here, listeners' exceptions are caught. Each fault shows in status() and
+ * as a 'fault' event (and 'error', for those who listen to it).
  */
 import { EventEmitter } from 'node:events';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
-import { type AnyActorRef, type InspectionEvent, type Observer, type Subscription, createActor } from 'xstate';
-import type { BackoffOptions, Link } from '../../machines/common.js';
-import { connectionMachine, type ConnectionInput } from '../../machines/connection.js';
-import { logsMachine, type LogsInput } from '../../machines/logs.js';
+import { type InspectionEvent, type Observer, type Subscription, createActor, fromPromise } from 'xstate';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from '../../machines/common.js';
+import { connectionMachine, type ConnectionInput, type ConnectionState } from '../../machines/connection.js';
+import { logsMachine, type NextLogs } from '../../machines/logs.js';
 import { orderMachine, type OrderDoneReport } from '../../machines/order.js';
-import { type SupervisorActor, supervisorMachine } from '../../machines/supervisor.js';
-import { estimateBytes, uploadMachine, type UploadInput } from '../../machines/upload.js';
+import { type SupervisorActor, type SupervisorEmitted, supervisorMachine } from '../../machines/supervisor.js';
+import { uploadMachine } from '../../machines/upload.js';
 import { readDeviceIdentity } from '../pki/identity.js';
 import type { DeviceConfig, PathpointDeclaration, PathpointScalar, PathpointSeries } from '../protocol/index.js';
 import { openDeviceDatabase, type DeviceDatabase } from './database.js';
 import { SqliteExecutedOrders } from './executed-orders.js';
 import { OrderExecutor, type ExecutorOptions, type OrderHandlers } from './executor.js';
-import { httpActors } from './http-io.js';
+import { httpIo } from './http-io.js';
+import { emitIsolated } from './isolated-emit.js';
 import { DeviceHttpsClient, HttpError } from './https-client.js';
 import { LogShipper } from './log-shipper.js';
 import { orderIo } from './order-io.js';
 import { socketActor, type TrafficCounters } from './socket-actor.js';
-import { SpoolFullError, SqliteSpool } from './spool.js';
+import { SpoolFullError, SpoolStorageError, SqliteSpool } from './spool.js';
 import { DEFAULT_NGTT_PORT } from './tls-transport.js';
 import { loadTlsMaterial, type DeviceTlsOptions } from './tls-material.js';
 import { uploadIo } from './upload-io.js';
 
 export const DEFAULT_HTTPS_PORT = 8443;
 export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
+/** How long getConfiguration() and declarePathpoints() wait by default. */
+export const DEFAULT_WAIT_MS = 60_000;
+
+/** Batching (the spool's limits) and the NGTT window of pathpoint data. */
+export interface DeviceUploadOptions {
+  /** A batch holds at most this many values, and is due at this many. Default 1000. */
+  maxBatchValues?: number;
+  /** Upper bound of a batch's payload, and due at this many bytes. Default 64 KiB. */
+  maxBatchBytes?: number;
+  /** A value waits at most this long for its batch. Default 5 s. */
+  maxBatchAgeMs?: number;
+  /** DATA_STREAMs unanswered at once over NGTT. Default 8. */
+  window?: number;
+}
+
+/** The log buffer: bounded, drops the oldest. */
+export interface DeviceLogOptions {
+  /** Records buffered at most. Default 1000. */
+  maxBuffered?: number;
+  /** Records per LOGS frame / PUT. Default 100. */
+  maxBatchRecords?: number;
+  /** A record waits at most this long for its batch. Default 5 s. */
+  maxBatchAgeMs?: number;
+}
 
 export interface NgttDeviceOptions extends DeviceTlsOptions {
   /** Server host name or address (NGTT and HTTPS). */
@@ -56,18 +86,18 @@ export interface NgttDeviceOptions extends DeviceTlsOptions {
   pollIntervalMs?: number;
   /** Keepalive, connect timeout, reconnect backoff (spec §5.5–5.6). */
   timings?: ConnectionInput['timings'];
-  upload?: UploadInput['options'];
-  logs?: LogsInput['options'];
-  /** Backoff of configuration and declaration retries. */
+  upload?: DeviceUploadOptions;
+  logs?: DeviceLogOptions;
+  /** Backoff of every HTTPS retry and of restarting a part that failed. Default 1 s doubling to 60 s. */
   retry?: Partial<BackoffOptions>;
-  executor?: Pick<ExecutorOptions, 'forceAttempts' | 'retryDelayMs' | 'attemptTimeoutMs'>;
+  executor?: Pick<ExecutorOptions, 'forceAttempts' | 'retryDelayMs' | 'attemptTimeoutMs' | 'abortGraceMs'>;
   /** Service name of shipped logs without one. Default 'device'. */
   logService?: string;
   /** Jitter source. Default Math.random. */
   random?: () => number;
 }
 
-export type ConnectionStateName = 'disabled' | 'disconnected' | 'connecting' | 'authenticated' | 'closing' | 'backoff' | 'closed';
+export type ConnectionStateName = 'disabled' | ConnectionState;
 /** Where orders, logs and data go right now. */
 export type Transport = 'ngtt' | 'https' | 'none';
 
@@ -76,11 +106,33 @@ export type DeviceOrderEvent =
   | { phase: 'executing'; key: string; id?: string }
   | { phase: 'done'; key: string; id?: string; via: 'ngtt' | 'https'; outcome: 'acked' | 'rejected'; reason?: string; executed: boolean };
 
+/**
+ * Where a fault happened: `connection`, `upload`, `logs` (a machine failed and is restarted),
+ * `upload.spool` / `upload.settle` (the spool failed under the upload), `spool` (a push could
+ * not be stored, or unreadable rows were set aside), `https` (the server answered with an
+ * error or not at all), `config`, `declarations`, `order`, `handler` (an order handler threw
+ * something other than PathpointError, or ignored its abort), `listener` (one of your event
+ * listeners threw), `supervisor` (restarted).
+ */
+export type FaultSource = string;
+
+export interface DeviceFault {
+  source: FaultSource;
+  message: string;
+  error: Error;
+  /** Unix ms. */
+  at: number;
+}
+
 export interface NgttDeviceEvents {
   order: [event: DeviceOrderEvent];
-  state: [state: ConnectionStateName];
+  /** The connection's state; entering backoff says why the link went (e.g. 'PING not answered') and how long it waits. */
+  state: [state: ConnectionStateName, detail: { reason?: string; delayMs?: number }];
   transport: [transport: Transport];
   'values-confirmed': [count: number];
+  /** Something went wrong and was contained; status().faults tells what is still failing. */
+  fault: [fault: DeviceFault];
+  /** The same faults as Error objects, for those who listen to 'error' (never thrown when nobody does). */
   error: [error: Error];
 }
 
@@ -90,11 +142,13 @@ export interface DeviceStatus {
   transport: Transport;
   /** Since start(): orders received, running now, acknowledged, rejected. */
   orders: { received: number; executing: number; acked: number; rejected: number };
-  /** pushed/confirmed/rejected since start(); pending: in the spool now (unbatched and unconfirmed). */
+  /** pushed/confirmed/rejected since start(); pending: in the spool now (in a batch or not). */
   values: { pushed: number; confirmed: number; pending: number; rejected: number };
   /** Payload bytes since start(): NGTT frames (with their 8-byte headers) and HTTPS bodies; not TLS or HTTP headers. */
   bytesSent: number;
   bytesReceived: number;
+  /** Faults since start(); `active`: the sources still failing (retrying) now. */
+  faults: { count: number; active: FaultSource[]; last?: { source: FaultSource; message: string; at: number } };
 }
 
 /** One value: a timestamp (unix ms) defaults to now. */
@@ -105,6 +159,13 @@ export interface PathpointReading {
 }
 
 export type PushData = PathpointSeries | PathpointSeries[] | PathpointReading;
+
+/** How long a call may wait, and a signal to give up earlier. */
+export interface WaitOptions {
+  signal?: AbortSignal;
+  /** Default 60 s. */
+  timeoutMs?: number;
+}
 
 export function toSeries(data: PushData, now = Date.now()): PathpointSeries[] {
   if (Array.isArray(data)) return data;
@@ -121,19 +182,9 @@ export function deviceIdOf(cert: DeviceTlsOptions['cert']): string {
   return readDeviceIdentity(text.includes('-----BEGIN') ? text : bytes).deviceId;
 }
 
-/** The connection machine's state as one name. */
-export function connectionStateName(value: unknown): ConnectionStateName {
-  if (typeof value === 'string') return value as ConnectionStateName;
-  const session = (value as { session?: unknown }).session;
-  return typeof session === 'string' ? (session as ConnectionStateName) : 'authenticated';
-}
-
-const transportOf = (route: unknown): Transport => {
-  const name = typeof route === 'string' ? route : Object.keys(route as object)[0];
-  return name === 'ngtt' || name === 'https' ? name : 'none';
-};
-
 interface Waiter<T> {
+  /** DECLARE's seq: settled by an answer for this or a newer one. */
+  seq: number;
   resolve(value: T): void;
   reject(error: Error): void;
 }
@@ -145,158 +196,126 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
 
   private readonly log: Logger;
   private readonly counters: TrafficCounters = { bytesSent: 0, bytesReceived: 0 };
-  /** Set once close() has stopped the machines; from then on nothing is accepted. */
+  private readonly shipper: LogShipper;
+  private readonly retry: BackoffOptions;
+  private readonly random: () => number;
+  /** start() ran. */
+  private started = false;
+  /** close() began: new waits are refused, pushes still stored (readings of finishing orders). */
+  private closing?: Promise<void>;
+  /** close() stopped the machines: nothing is accepted any more. */
   private stopped = false;
-  private readonly orderCounts = { received: 0, executing: 0, acked: 0, rejected: 0 };
+  private readonly orderCounts = { received: 0, acked: 0, rejected: 0 };
+  private readonly executing = new Set<string>();
   private readonly valueCounts = { pushed: 0, confirmed: 0, rejected: 0 };
+  private readonly faultCounts: { count: number; last?: DeviceStatus['faults']['last'] } = { count: 0 };
+  private readonly activeFaults = new Set<FaultSource>();
   private connection: ConnectionStateName;
   private transport: Transport = 'none';
   private db?: DeviceDatabase;
   private spool?: SqliteSpool;
   private executed?: SqliteExecutedOrders;
   private client?: DeviceHttpsClient;
+  private machine?: ReturnType<NgttDevice['provideMachines']>;
   private actor?: SupervisorActor;
-  private shipper?: LogShipper;
-  private shipScheduled = false;
   private readonly subscriptions: Subscription[] = [];
-  private connectionRef?: AnyActorRef;
-  private readonly liveOrders = new Set<string>();
+  private supervisorFailures = 0;
+  private restartTimer?: NodeJS.Timeout;
+  private shipScheduled = false;
+  private dataScheduled = false;
   private configWaiters: Waiter<DeviceConfig>[] = [];
   private declareWaiters: Waiter<void>[] = [];
-  private closing?: Promise<void>;
+  private declareSeq = 0;
+  /** The last HTTPS failure per request, for the message of a wait that times out. */
+  private readonly lastHttpError = new Map<string, string>();
+  /** Internal: something the close() waits look at has changed. */
+  private readonly changes = new EventEmitter();
 
   constructor(private readonly options: NgttDeviceOptions) {
     super();
     this.deviceId = deviceIdOf(options.cert);
     this.log = (options.logger ?? pino({ enabled: false })).child({ component: 'ngtt-device', deviceId: this.deviceId });
     this.connection = options.ngtt ? 'disconnected' : 'disabled';
+    this.retry = withDefaults(DEFAULT_BACKOFF, options.retry);
+    this.random = options.random ?? Math.random;
+    // Records logged before start() wait here (bounded) until the logs machine asks for them.
+    this.shipper = new LogShipper({
+      service: options.logService,
+      capacity: options.logs?.maxBuffered,
+      maxBatchRecords: options.logs?.maxBatchRecords,
+      maxBatchAgeMs: options.logs?.maxBatchAgeMs,
+      onRecord: () => this.scheduleShipping(),
+    });
+  }
+
+  /**
+   * Every listener is called in turn and its exception is caught and reported as a `listener`
+   * fault: one throwing listener stops neither the others nor the device. 'error' with no
+   * listener is not thrown.
+   */
+  override emit<K>(eventName: keyof NgttDeviceEvents | K, ...args: K extends keyof NgttDeviceEvents ? NgttDeviceEvents[K] : never): boolean {
+    return emitIsolated(this as EventEmitter, eventName as string, args, (error) => {
+      if (eventName === 'fault' || eventName === 'error') this.log.error({ err: error }, `a '${String(eventName)}' listener threw`);
+      else this.fault('listener', `a '${String(eventName)}' listener threw: ${errorText(error)}`, { error });
+    });
   }
 
   /** Opens the spool, starts the machines; NGTT connects (when on) and HTTPS polling starts in the background. */
   start(): this {
-    if (this.actor) throw new Error('device already started');
+    if (this.started) throw new Error('device already started');
+    this.started = true;
     const o = this.options;
     this.db = openDeviceDatabase(o.spoolPath);
-    const spool = (this.spool = SqliteSpool.open(this.db, { maxValues: o.spoolMaxValues }));
-    const executed = (this.executed = SqliteExecutedOrders.open(this.db));
-    const client = (this.client = new DeviceHttpsClient({
+    this.spool = SqliteSpool.open(this.db, {
+      maxValues: o.spoolMaxValues,
+      batch: { maxValues: o.upload?.maxBatchValues, maxBytes: o.upload?.maxBatchBytes, maxAgeMs: o.upload?.maxBatchAgeMs },
+      onUnreadable: (_, reason) => this.fault('spool', reason),
+    });
+    this.executed = SqliteExecutedOrders.open(this.db);
+    this.client = new DeviceHttpsClient({
       baseUrl: o.httpsUrl ?? `https://${o.host}:${o.httpsPort ?? DEFAULT_HTTPS_PORT}`,
       ca: o.ca,
       cert: o.cert,
       key: o.key,
       servername: o.servername,
       counters: this.counters,
-    }));
-    const executor = new OrderExecutor({
-      ...o.executor,
-      handlers: o.handlers,
-      // A reading is in the spool before its order counts as done.
-      onReading: (path, value) => this.store([{ path, values: [value] }]),
-      log: this.log,
     });
-    const http = httpActors(client);
-    const upload = uploadIo(spool, client, {
-      onSettled: (outcome, values, batchId, reason) => {
-        if (outcome === 'confirmed') {
-          this.valueCounts.confirmed += values;
-          this.emit('values-confirmed', values);
-        } else {
-          this.valueCounts.rejected += values;
-          this.log.warn({ batchId, values, reason }, 'pathpoint batch refused by the server; kept aside');
-        }
-      },
-    });
-    const orders = orderIo(executed, executor, {
-      onExecuting: (input) => {
-        this.orderCounts.executing++;
-        this.emit('order', { phase: 'executing', key: input.key, id: input.id });
-      },
-      onExecuted: () => void this.orderCounts.executing--,
-    });
-    const machine = supervisorMachine.provide({
-      actors: {
-        connection: connectionMachine.provide({
-          actors: {
-            socket: socketActor({
-              connect: { host: o.host, port: o.ngttPort ?? DEFAULT_NGTT_PORT, ca: o.ca, cert: o.cert, key: o.key, servername: o.servername },
-              counters: this.counters,
-              onBadPayload: (type, error) => this.log.warn({ type, err: error }, 'undecodable frame payload'),
-            }),
-          },
-        }),
-        upload: uploadMachine.provide(upload),
-        logs: logsMachine.provide({ actors: { postLogs: http.postLogs } }),
-        order: orderMachine.provide({ actors: orders }),
-        pollOrders: http.pollOrders,
-        fetchConfig: http.fetchConfig,
-        declarePathpoints: http.declarePathpoints,
-      },
-    });
-    const actor = (this.actor = createActor(machine, {
-      inspect: o.inspect,
-      input: {
-        random: o.random ?? Math.random,
-        ngtt: o.ngtt ?? false,
-        graceMs: o.graceMs,
-        pollIntervalMs: o.pollIntervalMs,
-        retry: o.retry,
-        connection: o.timings,
-        logs: o.logs,
-        upload: {
-          options: o.upload,
-          // What an earlier run left: unconfirmed batches go first, unbatched values get cut.
-          pending: spool.unconfirmedBatchIds(),
-          unbatched: { values: spool.pendingValues, bytes: 0 },
-        },
-      },
-    }));
-    this.subscriptions.push(
-      actor.subscribe({ next: (s) => this.observe(s), error: (e) => this.fail(e as Error) }),
-      actor.on('ORDER.DONE', (e) => this.orderDone(e)),
-      actor.on('CONFIG', (e) => {
-        this.config = e.config;
-        for (const w of this.configWaiters.splice(0)) w.resolve(e.config);
-      }),
-      actor.on('DECLARED', () => {
-        for (const w of this.declareWaiters.splice(0)) w.resolve();
-      }),
-      actor.on('DECLARE.REFUSED', (e) => {
-        for (const w of this.declareWaiters.splice(0)) w.reject(new HttpError(`pathpoint declarations refused: HTTP ${e.status}`, e.status, false));
-      }),
-      actor.on('FRAME', (e) => this.log.debug({ type: e.frame.type, tid: e.frame.tid }, 'frame ignored')),
-    );
-    actor.start();
-    if (this.shipper?.size) this.scheduleShipping(); // logged before start()
+    this.machine = this.provideMachines();
+    this.startSupervisor();
     return this;
   }
 
   /**
    * Stores values durably in the spool, then hands them to the upload. Resolves once they are
-   * stored (they survive a restart from then on); waits while the spool is full.
+   * stored (they survive a restart from then on); waits while the spool is full. Rejects when
+   * the device is not started or closed (also while waiting), or when the storage fails
+   * (SpoolStorageError, e.g. a full disk): then nothing of this push was stored.
    */
   async push(data: PushData): Promise<void> {
     await this.store(toSeries(data));
   }
 
-  /** Fetches the configuration again (GET /v1/device, retried until it succeeds). */
-  getConfiguration(): Promise<DeviceConfig> {
-    const actor = this.started();
-    return new Promise((resolve, reject) => {
-      this.configWaiters.push({ resolve, reject });
-      actor.send({ type: 'REFRESH_CONFIG' });
-    });
+  /**
+   * Fetches the configuration again (GET /v1/device). A 4xx rejects at once with HttpError and
+   * its status; 5xx and no connection are retried with backoff until `signal` aborts or
+   * `timeoutMs` (default 60 s) passes.
+   */
+  async getConfiguration(options: WaitOptions = {}): Promise<DeviceConfig> {
+    const actor = this.accepting();
+    return this.waitFor(this.configWaiters, 0, 'the device configuration', 'GET /v1/device', options, () => actor.send({ type: 'REFRESH_CONFIG' }));
   }
 
   /**
    * PUT /v1/device/pathpoints, retried while the server is unreachable. Resolves when the server
-   * took these (or newer) declarations; rejects with HttpError on a 4xx.
+   * took these (or newer) declarations; rejects with HttpError on a 4xx, and when `signal`
+   * aborts or `timeoutMs` (default 60 s) passes first. A newer call replaces one not yet taken.
    */
-  declarePathpoints(declarations: PathpointDeclaration[]): Promise<void> {
-    const actor = this.started();
-    return new Promise((resolve, reject) => {
-      this.declareWaiters.push({ resolve, reject });
-      actor.send({ type: 'DECLARE', declarations });
-    });
+  async declarePathpoints(declarations: PathpointDeclaration[], options: WaitOptions = {}): Promise<void> {
+    const actor = this.accepting();
+    const seq = ++this.declareSeq;
+    return this.waitFor(this.declareWaiters, seq, 'the pathpoint declarations to be taken', 'PUT /v1/device/pathpoints', options, () =>
+      actor.send({ type: 'DECLARE', seq, declarations }),
+    );
   }
 
   /**
@@ -320,10 +339,6 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
    * is taken by pino as its options and ships nothing: give the options first.)
    */
   logStream(): DestinationStream & { readonly writable: true } {
-    this.shipper ??= new LogShipper({
-      service: this.options.logService,
-      onRecord: () => this.scheduleShipping(),
-    });
     return this.shipper.stream;
   }
 
@@ -333,36 +348,262 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
       deviceId: this.deviceId,
       connection: this.connection,
       transport: this.transport,
-      orders: { ...this.orderCounts },
-      values: { ...this.valueCounts, pending: spool ? spool.pendingValues + spool.inFlightValues : 0 },
+      orders: { ...this.orderCounts, executing: this.executing.size },
+      values: { ...this.valueCounts, pending: spool ? spool.pendingValues + spool.batchedValues : 0 },
       bytesSent: this.counters.bytesSent,
       bytesReceived: this.counters.bytesReceived,
+      faults: { count: this.faultCounts.count, active: [...this.activeFaults], last: this.faultCounts.last },
     };
   }
 
   /**
    * Flushes, waits (up to timeoutMs) for the spool to be confirmed and running orders to
    * finish, closes NGTT, stops the machines and closes the database. What is left unconfirmed
-   * stays in the spool for the next start; an order cut short is redelivered by the server.
+   * stays in the spool for the next start; an order cut short is aborted (its handler's signal)
+   * and redelivered by the server. Pending push() and getConfiguration() calls are rejected.
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
     this.closing ??= this.shutdown(options.timeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS);
     return this.closing;
   }
 
-  // ---- internals -----------------------------------------------------------------------------
+  // ---- wiring --------------------------------------------------------------------------------
 
-  /**
-   * The running supervisor. While close() drains, values are still taken: readings of orders
-   * that are finishing must reach the spool, or those orders would fail and be rejected for good.
-   */
-  private started(): SupervisorActor {
-    if (!this.actor || this.stopped) throw new Error(this.stopped ? 'device is closed' : 'device not started: call start()');
+  private provideMachines() {
+    const o = this.options;
+    const spool = this.spool!;
+    const executor = new OrderExecutor({
+      ...o.executor,
+      handlers: o.handlers,
+      // A reading is in the spool before its order counts as done.
+      onReading: (path, value) => this.store([{ path, values: [value] }]),
+      onFault: (error) => this.fault('handler', error.message),
+      log: this.log,
+    });
+    const http = httpIo(this.client!, (what, outcome) => this.observeHttp(what, outcome));
+    return supervisorMachine.provide({
+      actors: {
+        connection: connectionMachine.provide({
+          actors: {
+            socket: socketActor({
+              connect: { host: o.host, port: o.ngttPort ?? DEFAULT_NGTT_PORT, ca: o.ca, cert: o.cert, key: o.key, servername: o.servername },
+              counters: this.counters,
+              onBadPayload: (type, error) => this.log.warn({ type, err: error }, 'undecodable frame payload'),
+              onBadFrame: (type, error) => this.fault('connection', `frame type ${type} could not be encoded: ${error.message}`),
+            }),
+          },
+        }),
+        upload: uploadMachine.provide({ actors: { ...uploadIo(spool), postBatch: http.postBatch } }),
+        logs: logsMachine.provide({
+          actors: { nextLogs: this.nextLogs(), postLogs: http.postLogs },
+          actions: { putBack: (_, { records }) => this.shipper.putBack(records) },
+        }),
+        order: orderMachine.provide({ actors: orderIo(this.executed!, executor) }),
+        pollOrders: http.pollOrders,
+        fetchConfig: http.fetchConfig,
+        declarePathpoints: http.declarePathpoints,
+      },
+    });
+  }
+
+  /** The logs machine asks the log buffer for the next batch. */
+  private nextLogs() {
+    return fromPromise<NextLogs, { flush: boolean }>(async ({ input }) => this.shipper.next(input));
+  }
+
+  private startSupervisor(): void {
+    const o = this.options;
+    const actor = (this.actor = createActor(this.machine!, {
+      inspect: guardInspector(o.inspect),
+      input: {
+        random: this.random,
+        ngtt: o.ngtt ?? false,
+        graceMs: o.graceMs,
+        pollIntervalMs: o.pollIntervalMs,
+        retry: o.retry,
+        connection: o.timings,
+        upload: { window: o.upload?.window },
+      },
+    }));
+    this.subscriptions.push(
+      actor.on('*', (event) => {
+        try {
+          this.handle(event);
+        } catch (error) {
+          // Our own bug: still never thrown into the machine (xstate would rethrow it, uncaught).
+          this.log.error({ err: error, event: event.type }, 'device runtime: handling an event failed');
+        }
+        this.changes.emit('change');
+      }),
+      actor.subscribe({ error: (error) => this.supervisorFailed(actor, error) }),
+    );
+    actor.start();
+  }
+
+  /** The supervisor itself failed: report, and start a fresh one after a backoff. Spool and server keep the state. */
+  private supervisorFailed(actor: SupervisorActor, error: unknown): void {
+    if (actor !== this.actor || this.stopped) return;
+    this.fault('supervisor', `the supervisor failed and is restarted: ${errorText(error)}`, { error, active: true });
+    for (const s of this.subscriptions.splice(0)) s.unsubscribe();
+    this.actor = undefined;
+    this.executing.clear();
+    this.setTransport('none');
+    if (this.options.ngtt) this.setConnection('disconnected');
+    const delay = backoffDelay(++this.supervisorFailures, this.retry, this.random);
+    this.restartTimer = setTimeout(() => {
+      if (this.stopped) return;
+      this.startSupervisor();
+      this.recovered('supervisor');
+    }, delay);
+  }
+
+  /** Everything the runtime knows of the machines comes through here. */
+  private handle(e: SupervisorEmitted): void {
+    switch (e.type) {
+      case 'CONNECTION.STATE':
+        if (this.options.ngtt) this.setConnection(e.state, { reason: e.reason, delayMs: e.delayMs });
+        return;
+      case 'TRANSPORT':
+        return this.setTransport(e.transport);
+      case 'ORDER.RECEIVED':
+        this.orderCounts.received++;
+        return void this.emit('order', { phase: 'received', key: e.key, id: e.id, via: e.via });
+      case 'ORDER.EXECUTING':
+        this.executing.add(e.key);
+        return void this.emit('order', { phase: 'executing', key: e.key, id: e.id });
+      case 'ORDER.DONE':
+        return this.orderDone(e);
+      case 'BATCH.SETTLED':
+        if (e.outcome === 'confirmed') {
+          this.valueCounts.confirmed += e.values;
+          if (e.values > 0) this.emit('values-confirmed', e.values);
+        } else {
+          this.valueCounts.rejected += e.values;
+          this.fault('upload', `batch ${e.id} (${e.values} values) refused by the server: ${e.reason ?? 'rejected'}; kept aside in the spool`);
+        }
+        return;
+      case 'CONFIG':
+        this.config = e.config;
+        return this.settle(this.configWaiters, Infinity, (w) => w.resolve(e.config));
+      case 'CONFIG.REFUSED':
+        return this.settle(this.configWaiters, Infinity, (w) => w.reject(new HttpError(`GET /v1/device: HTTP ${e.status}${this.lastHttpText('GET /v1/device')}`, e.status, false)));
+      case 'DECLARED':
+        return this.settle(this.declareWaiters, e.seq, (w) => w.resolve());
+      case 'DECLARE.REFUSED':
+        return this.settle(this.declareWaiters, e.seq, (w) => w.reject(new HttpError(`pathpoint declarations refused: HTTP ${e.status}`, e.status, false)));
+      case 'FRAME':
+        return void this.log.debug({ type: e.frame.type, tid: e.frame.tid }, 'frame ignored');
+      case 'FAULT':
+        return this.fault(e.source, e.error, { active: true });
+      case 'RECOVERED':
+        return this.recovered(e.source);
+    }
+  }
+
+  private orderDone(e: OrderDoneReport): void {
+    this.executing.delete(e.key);
+    if (e.outcome === 'acked') this.orderCounts.acked++;
+    else this.orderCounts.rejected++;
+    this.emit('order', { phase: 'done', key: e.key, id: e.id, via: e.via, outcome: e.outcome, reason: e.reason, executed: e.executed });
+  }
+
+  private setConnection(state: ConnectionStateName, detail: { reason?: string; delayMs?: number } = {}): void {
+    if (state === this.connection && state !== 'backoff') return;
+    this.connection = state;
+    this.emit('state', state, detail);
+  }
+
+  private setTransport(transport: Transport): void {
+    if (transport === this.transport) return;
+    this.transport = transport;
+    this.emit('transport', transport);
+  }
+
+  // ---- faults --------------------------------------------------------------------------------
+
+  /** Records a contained fault: counted, shown in status(), logged, emitted. Never throws. */
+  private fault(source: FaultSource, message: string, extra: { error?: unknown; active?: boolean } = {}): void {
+    try {
+      const at = Date.now();
+      const error = extra.error instanceof Error ? extra.error : new Error(message);
+      this.faultCounts.count++;
+      this.faultCounts.last = { source, message, at };
+      if (extra.active) this.activeFaults.add(source);
+      this.log.warn({ source, err: extra.error instanceof Error ? extra.error : undefined }, `fault (${source}): ${message}`);
+      this.emit('fault', { source, message, error, at });
+      if (this.listenerCount('error') > 0) this.emit('error', error);
+    } catch (error) {
+      this.log.error({ err: error }, 'reporting a fault failed');
+    }
+  }
+
+  private recovered(source: FaultSource): void {
+    if (this.activeFaults.delete(source)) this.log.info({ source }, `recovered (${source})`);
+  }
+
+  /** HTTPS trouble is a fault while it lasts; any success of the same request ends it. */
+  private observeHttp(what: string, outcome: { status: number; body: unknown } | { error: Error }): void {
+    if ('status' in outcome && outcome.status >= 200 && outcome.status < 300) {
+      this.lastHttpError.delete(what);
+      if (this.lastHttpError.size === 0) this.recovered('https');
+      return;
+    }
+    const text = 'error' in outcome ? outcome.error.message : `${what}: HTTP ${outcome.status}${statusText(outcome.body)}`;
+    this.lastHttpError.set(what, text);
+    this.fault('https', text, { active: true, error: 'error' in outcome ? outcome.error : undefined });
+  }
+
+  private lastHttpText(what: string): string {
+    const last = this.lastHttpError.get(what);
+    return last ? ` (${last})` : '';
+  }
+
+  // ---- calls ---------------------------------------------------------------------------------
+
+  /** The running supervisor, for a new request; throws (the caller's promise rejects) otherwise. */
+  private accepting(): SupervisorActor {
+    if (!this.started) throw new Error('device not started: call start()');
+    if (this.closing) throw new Error(this.stopped ? 'device is closed' : 'device is closing');
+    if (!this.actor) throw new Error('device is restarting after a fault; try again');
     return this.actor;
   }
 
+  /** Waits for the supervisor's answer to a request, at most timeoutMs, or until `signal` aborts. */
+  private waitFor<T>(list: Waiter<T>[], seq: number, what: string, request: string, options: WaitOptions, send: () => void): Promise<T> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_MS;
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const i = list.indexOf(waiter);
+        if (i >= 0) list.splice(i, 1);
+      };
+      const waiter: Waiter<T> = {
+        seq,
+        resolve: (value) => (done(), resolve(value)),
+        reject: (error) => (done(), reject(error)),
+      };
+      const onAbort = () => waiter.reject(signal!.reason);
+      const timer = setTimeout(
+        () => waiter.reject(Object.assign(new Error(`no answer for ${what} within ${timeoutMs} ms${this.lastHttpText(request)}`), { name: 'TimeoutError' })),
+        timeoutMs,
+      );
+      signal?.addEventListener('abort', onAbort, { once: true });
+      list.push(waiter);
+      send();
+    });
+  }
+
+  /** Settles the waiters whose seq is at most `seq`. */
+  private settle<T>(list: Waiter<T>[], seq: number, how: (w: Waiter<T>) => void): void {
+    for (const w of list.filter((x) => x.seq <= seq)) how(w);
+  }
+
   private async store(series: PathpointSeries[]): Promise<void> {
-    const actor = this.started();
+    if (!this.started) throw new Error('device not started: call start()');
+    if (this.stopped) throw new Error('device is closed');
     const spool = this.spool!;
     const values = countValues(series);
     if (values === 0) return;
@@ -373,11 +614,20 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
         break;
       } catch (error) {
         // Another push took the room first: wait again.
-        if (!(error instanceof SpoolFullError)) throw error;
+        if (error instanceof SpoolFullError) continue;
+        if (error instanceof SpoolStorageError) this.fault('spool', error.message, { error, active: true });
+        throw error;
       }
     }
+    this.recovered('spool');
     this.valueCounts.pushed += values;
-    if (!this.stopped) actor.send({ type: 'PUSH', values, bytes: estimateBytes(series) });
+    // The pushes of one group commit resolve together: one DATA for all of them.
+    if (this.dataScheduled) return;
+    this.dataScheduled = true;
+    queueMicrotask(() => {
+      this.dataScheduled = false;
+      if (!this.stopped) this.actor?.send({ type: 'DATA' });
+    });
   }
 
   private scheduleShipping(): void {
@@ -386,78 +636,67 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     this.shipScheduled = true;
     setImmediate(() => {
       this.shipScheduled = false;
-      if (!this.closing) this.shipLogs();
+      if (!this.stopped) this.actor?.send({ type: 'LOGS' });
     });
   }
 
-  private shipLogs(): void {
-    const records = this.shipper?.drain() ?? [];
-    if (records.length && this.actor && !this.stopped) this.actor.send({ type: 'LOG', records });
-  }
-
-  private observe(snapshot: ReturnType<SupervisorActor['getSnapshot']>): void {
-    const transport = transportOf((snapshot.value as { route: unknown }).route);
-    if (transport !== this.transport) {
-      this.transport = transport;
-      this.emit('transport', transport);
-    }
-    const connection = snapshot.children.connection as AnyActorRef | undefined;
-    if (connection && connection !== this.connectionRef) {
-      this.connectionRef = connection;
-      this.subscriptions.push(connection.subscribe((s) => this.setConnectionState(connectionStateName(s.value))));
-    }
-    const live = new Set<string>();
-    for (const order of snapshot.context.orders) {
-      live.add(order.key);
-      if (this.liveOrders.has(order.key)) continue;
-      this.liveOrders.add(order.key);
-      this.orderCounts.received++;
-      this.emit('order', { phase: 'received', key: order.key, id: order.id, via: order.via });
-    }
-    for (const key of this.liveOrders) if (!live.has(key)) this.liveOrders.delete(key);
-  }
-
-  private setConnectionState(state: ConnectionStateName): void {
-    if (state === this.connection) return;
-    this.connection = state;
-    this.emit('state', state);
-  }
-
-  private orderDone(e: OrderDoneReport): void {
-    if (e.outcome === 'acked') this.orderCounts.acked++;
-    else this.orderCounts.rejected++;
-    this.emit('order', { phase: 'done', key: e.key, id: e.id, via: e.via, outcome: e.outcome, reason: e.reason, executed: e.executed });
-  }
-
-  private fail(error: Error): void {
-    this.log.error({ err: error }, 'device runtime failed');
-    if (this.listenerCount('error') > 0) this.emit('error', error);
-  }
-
   private async shutdown(timeoutMs: number): Promise<void> {
-    const actor = this.actor;
-    if (!actor) return;
+    if (!this.started) return;
     const deadline = Date.now() + timeoutMs;
     const spool = this.spool!;
-    this.shipLogs(); // what was logged just before close()
-    actor.send({ type: 'FLUSH' });
+    this.actor?.send({ type: 'FLUSH' });
     // Nothing to wait for without a link: the spool keeps the values for the next start.
-    await waitUntil(() => this.orderCounts.executing === 0 && (this.transport === 'none' || spool.pendingValues + spool.inFlightValues === 0), deadline);
-    actor.send({ type: 'STOP' });
-    await waitUntil(() => this.connection === 'closed' || this.connection === 'disabled', Math.min(deadline, Date.now() + 5_000));
-    for (const s of this.subscriptions.splice(0)) s.unsubscribe();
+    await this.until(() => this.executing.size === 0 && (this.transport === 'none' || spool.pendingValues + spool.batchedValues === 0), deadline);
+    this.actor?.send({ type: 'STOP' });
+    await this.until(() => this.connection === 'closed' || this.connection === 'disabled' || !this.actor, Math.min(deadline, Date.now() + 5_000));
     this.stopped = true;
-    actor.stop();
+    clearTimeout(this.restartTimer);
+    for (const s of this.subscriptions.splice(0)) s.unsubscribe();
+    // Stopping the actor stops every order: their handlers' signals abort, `wait` orders end.
+    this.actor?.stop();
+    this.actor = undefined;
     const closed = new Error('device is closed');
-    for (const w of [...this.configWaiters.splice(0), ...this.declareWaiters.splice(0)]) w.reject(closed);
+    for (const w of [...this.configWaiters, ...this.declareWaiters]) w.reject(closed);
     this.client?.close();
-    await spool.close();
-    this.executed?.close();
-    this.db?.close();
+    try {
+      await spool.close(); // rejects push() calls waiting for room
+    } finally {
+      this.executed?.close();
+      this.db?.close();
+    }
+  }
+
+  /** Resolves when `done()` holds (checked whenever a machine reports something) or at `deadline` (unix ms). */
+  private until(done: () => boolean, deadline: number): Promise<void> {
+    if (done()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (!done() && Date.now() < deadline) return;
+        clearTimeout(timer);
+        this.changes.off('change', check);
+        resolve();
+      };
+      const timer = setTimeout(check, Math.max(0, deadline - Date.now()));
+      this.changes.on('change', check);
+    });
   }
 }
 
-/** Resolves when `done()` holds (checked every 20 ms) or at `deadline` (unix ms). */
-async function waitUntil(done: () => boolean, deadline: number): Promise<void> {
-  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+/** ": <text>" from a `{status: "<text>"}` error body (spec §9), if there is one. */
+function statusText(body: unknown): string {
+  const text = (body as { status?: unknown } | undefined)?.status;
+  return typeof text === 'string' && text ? `: ${text}` : typeof body === 'string' && body ? `: ${body.slice(0, 100)}` : '';
+}
+
+/** An inspector that throws must not take the machines down with it. */
+function guardInspector(inspect: NgttDeviceOptions['inspect']): ((event: InspectionEvent) => void) | undefined {
+  if (!inspect) return undefined;
+  return (event) => {
+    try {
+      if (typeof inspect === 'function') inspect(event);
+      else inspect.next?.(event);
+    } catch {
+      // Development tooling only.
+    }
+  };
 }

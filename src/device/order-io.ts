@@ -1,7 +1,8 @@
 /**
  * The order machine's I/O: the durable "recently executed" lookup (spec §5.4) and execution
  * through OrderExecutor. Outcomes are remembered per id; a rejected one under a prefix, so
- * a redelivered rejected order is rejected again rather than confirmed.
+ * a redelivered rejected order is rejected again rather than confirmed. Stopping the order
+ * actor (the device closing) aborts the execution through the actor's signal.
  */
 import { fromPromise } from 'xstate';
 import type { ExecuteInput, OrderOutcome } from '../../machines/order.js';
@@ -9,11 +10,6 @@ import type { ExecutedOrders } from './executed-orders.js';
 import type { ExecutionResult, OrderExecutor } from './executor.js';
 
 const REJECTED = 'rejected:';
-
-export interface OrderIoHooks {
-  onExecuting?(input: ExecuteInput): void;
-  onExecuted?(input: ExecuteInput, result: ExecutionResult): void;
-}
 
 /** Why an execution counts as failed for good (the ORDER_REJECT reason). */
 export function failureReason(result: ExecutionResult): string {
@@ -23,16 +19,14 @@ export function failureReason(result: ExecutionResult): string {
   return failed.length > 1 ? `${what} (and ${failed.length - 1} more)` : what;
 }
 
-export function orderIo(executed: ExecutedOrders, executor: OrderExecutor, hooks: OrderIoHooks = {}) {
+export function orderIo(executed: ExecutedOrders, executor: OrderExecutor) {
   return {
     checkExecuted: fromPromise<OrderOutcome | null, { id: string }>(async ({ input }) => {
       if (executed.has(input.id)) return 'acked';
       return executed.has(REJECTED + input.id) ? 'rejected' : null;
     }),
-    execute: fromPromise<void, ExecuteInput>(async ({ input }) => {
-      hooks.onExecuting?.(input);
-      const result = await executor.execute({ id: input.id, sections: input.sections, skipped: input.skipped });
-      hooks.onExecuted?.(input, result);
+    execute: fromPromise<void, ExecuteInput>(async ({ input, signal }) => {
+      const result = await executor.execute({ id: input.id, sections: input.sections, skipped: input.skipped }, { signal });
       if (!result.ok) throw new Error(failureReason(result));
     }),
     recordOutcome: fromPromise<void, { id: string; outcome: OrderOutcome }>(async ({ input }) => {

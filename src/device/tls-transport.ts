@@ -16,6 +16,9 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
  */
 const SEPARATE_PAYLOAD_MIN = 4096;
 
+/** Called once a frame was handed to the kernel, with an error if the connection went first. */
+export type Flushed = (error?: Error | null) => void;
+
 export interface NgttConnectOptions extends DeviceTlsOptions {
   host: string;
   port?: number;
@@ -23,6 +26,8 @@ export interface NgttConnectOptions extends DeviceTlsOptions {
   maxFrameLength?: number;
   /** TCP connect plus TLS handshake. Default 15 s. */
   connectTimeoutMs?: number;
+  /** Aborting it gives the connect up at once (the caller no longer wants it). */
+  signal?: AbortSignal;
   /** Clock for lastSentAt/lastReceivedAt (ms). Default Date.now. */
   now?: () => number;
 }
@@ -87,17 +92,25 @@ export class NgttSocket extends EventEmitter<NgttSocketEvents> {
   /** Resolves once the TLS handshake is done and the server certificate and host name verified. */
   static connect(options: NgttConnectOptions): Promise<NgttSocket> {
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const signal = options.signal;
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(Object.assign(new Error('connect aborted'), { code: 'ABORT_ERR' }));
       // ALPN: this device parses every frame it reads, so the server need not give each its own TLS record.
       const socket = tls.connect({ ...deviceTlsOptions(options.host, options), port: options.port ?? DEFAULT_NGTT_PORT, ALPNProtocols: [NGTT_STREAM_ALPN] });
       const timer = setTimeout(() => socket.destroy(new Error(`connect to ${options.host} timed out after ${timeoutMs} ms`)), timeoutMs);
-      const fail = (error: Error) => {
+      const onAbort = () => socket.destroy(Object.assign(new Error('connect aborted'), { code: 'ABORT_ERR' }));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const settled = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const fail = (error: Error) => {
+        settled();
         reject(error);
       };
       socket.once('error', fail);
       socket.once('secureConnect', () => {
-        clearTimeout(timer);
+        settled();
         socket.off('error', fail);
         // rejectUnauthorized already refuses an unverified peer; this guards against a future option slip.
         if (!socket.authorized) {
@@ -125,41 +138,46 @@ export class NgttSocket extends EventEmitter<NgttSocketEvents> {
 
   /**
    * Queues an encoded frame. Returns false when the buffer is past its high-water mark (the
-   * frame is still queued) or when the connection is closed (the frame is dropped).
+   * frame is still queued: wait for 'drain' before sending more) or when the connection is
+   * closed (the frame is dropped). `flushed` is called once the frame was handed to the kernel
+   * (with an error if the connection went first).
    */
-  send(frame: Buffer): boolean {
-    if (this.closed) return false;
+  send(frame: Buffer, flushed?: Flushed): boolean {
+    if (this.closed) {
+      if (flushed) queueMicrotask(() => flushed(new ConnectionClosedError(this.closeError)));
+      return false;
+    }
     this.bytesSent += frame.length;
     this.framesSent++;
     this.lastSentAt = this.now();
-    return this.socket.write(frame);
+    return this.socket.write(frame, flushed);
   }
 
   /** A frame whose payload is `value` as MiniJSON. */
-  sendValue(tid: number, type: number, value: unknown): boolean {
-    return this.send(encodeValueFrame(tid, type, value));
+  sendValue(tid: number, type: number, value: unknown, flushed?: Flushed): boolean {
+    return this.send(encodeValueFrame(tid, type, value), flushed);
   }
 
   /**
    * A frame whose payload is already MiniJSON (a spooled batch, a sync sent again). A large
    * payload is not copied behind its header: header and payload go out in one corked write.
    */
-  sendEncoded(tid: number, type: number, payload: Uint8Array): boolean {
-    if (payload.length < SEPARATE_PAYLOAD_MIN || this.closed) return this.send(encodeFrame(tid, type, payload));
+  sendEncoded(tid: number, type: number, payload: Uint8Array, flushed?: Flushed): boolean {
+    if (payload.length < SEPARATE_PAYLOAD_MIN || this.closed) return this.send(encodeFrame(tid, type, payload), flushed);
     const header = encodeFrameHeader(tid, type, payload.length);
     this.bytesSent += header.length + payload.length;
     this.framesSent++;
     this.lastSentAt = this.now();
     this.socket.cork();
     this.socket.write(header);
-    const below = this.socket.write(payload);
+    const below = this.socket.write(payload, flushed);
     this.socket.uncork();
     return below;
   }
 
   /** A frame with an empty payload (PING, ORDER_CONFIRM, FETCH_ORDERS). */
-  sendEmpty(tid: number, type: number): boolean {
-    return this.send(encodeFrame(tid, type));
+  sendEmpty(tid: number, type: number, flushed?: Flushed): boolean {
+    return this.send(encodeFrame(tid, type), flushed);
   }
 
   /** Resolves when sending may go on; rejects with ConnectionClosedError if the connection goes. */

@@ -215,6 +215,90 @@ t.test('an attempt that hangs times out and its signal is aborted', async (t) =>
   t.equal(result.outcomes[0].code, 'timeout');
 });
 
+t.test('a timed-out attempt is aborted and has returned before the retry starts: never two at once', async (t) => {
+  let running = 0;
+  let most = 0;
+  let calls = 0;
+  const faults: string[] = [];
+  const { executor, sleeps } = setup(
+    {
+      onWrite: (_, __, { signal }) =>
+        new Promise<void>((resolve, reject) => {
+          running++;
+          most = Math.max(most, running);
+          if (++calls === 3) {
+            running--;
+            return resolve();
+          }
+          // A handler that honours its signal, a little late.
+          signal.addEventListener('abort', () => setTimeout(() => (running--, reject(new Error('aborted'))), 5));
+        }),
+    },
+    { attemptTimeoutMs: 10, onFault: (e) => void faults.push(e.message) },
+  );
+  const result = await executor.execute([{ orders: [{ type: 'write', path: 'W1', value: 1, advise: 1 }], disposition: 0 }]);
+  t.same([result.ok, result.outcomes[0].attempts, most], [true, 3, 1], 'retried twice, one call at a time');
+  t.same(sleeps, [250, 500]);
+  t.same(faults, [], 'a handler that stops when told is not a fault');
+});
+
+t.test('a never-settling handler: aborted on timeout, abandoned, not retried, reported', async (t) => {
+  let calls = 0;
+  const faults: string[] = [];
+  const { executor } = setup(
+    {
+      onWrite: () => {
+        calls++;
+        return new Promise<void>(() => {});
+      },
+    },
+    { attemptTimeoutMs: 10, abortGraceMs: 10, onFault: (e) => void faults.push(e.message) },
+  );
+  const result = await executor.execute([{ orders: [{ type: 'write', path: 'W1', value: 1, advise: 1 }], disposition: 0 }]);
+  t.equal(calls, 1, 'FORCE, yet not retried: the first call may still be writing');
+  t.match(result.outcomes[0], { status: 'failed', code: 'timeout', error: /the handler did not stop, so it is not retried/ });
+  t.match(faults, [/^write W1: handler did not return within 10 ms of being aborted/]);
+});
+
+t.test('a handler that throws something other than PathpointError is reported as a fault', async (t) => {
+  const faults: string[] = [];
+  const { executor } = setup(
+    {
+      onRead: (path) => {
+        if (path === 'W1') throw new TypeError('cannot read properties of undefined');
+        throw new PathpointError('timeout');
+      },
+    },
+    { onFault: (e) => void faults.push(e.message) },
+  );
+  const result = await executor.execute([{ orders: [{ type: 'read', path: 'W1' }, { type: 'read', path: 'W2' }], disposition: 0 }]);
+  t.same(result.outcomes.map((o) => o.code), ['malformed', 'timeout']);
+  t.same(faults, ['read W1: handler threw TypeError: cannot read properties of undefined'], 'a PathpointError is an answer, not a fault');
+});
+
+t.test('cancelling an execution aborts the handler and ends a wait at once; the default wait does not hold the process', async (t) => {
+  let seen: AbortSignal | undefined;
+  const executor = new OrderExecutor({
+    handlers: {
+      onRead: () => 0,
+      onWrite: (_, __, { signal }) => {
+        seen = signal;
+        return new Promise<void>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+      },
+    },
+  });
+  const controller = new AbortController();
+  const waiting = executor.execute([{ orders: [{ type: 'wait', time: 3600 }], disposition: 0 }], { signal: controller.signal });
+  const writing = executor.execute([{ orders: [{ type: 'write', path: 'W1', value: 1, advise: 1 }], disposition: 0 }], { signal: controller.signal });
+  await new Promise((r) => setImmediate(r));
+  controller.abort();
+  const [w, x] = await Promise.all([waiting, writing]);
+  t.same([w.ok, x.ok, x.outcomes[0].attempts], [false, false, 1], 'not retried after the cancel');
+  t.equal(seen?.aborted, true);
+  const late = await executor.execute([{ orders: [{ type: 'read', path: 'W1' }], disposition: 0 }], { signal: controller.signal });
+  t.same([late.ok, late.outcomes[0].error], [false, 'order cancelled'], 'nothing starts once cancelled');
+});
+
 t.test('a reading that cannot be stored fails its order', async (t) => {
   const { executor } = setup({}, { onReading: () => Promise.reject(new Error('disk full')) });
   const result = await executor.execute([{ orders: [{ type: 'read', path: 'W1' }], disposition: 0 }]);

@@ -150,6 +150,26 @@ t.test('errors: 4xx not retryable, 5xx and no connection retryable', async (t) =
   t.match(error, { status: undefined, retryable: true, code: 'ECONNREFUSED' });
 });
 
+t.test('send: any answer with its decoded body; JSON {status} errors; garbage success is retryable; abort', async (t) => {
+  let reply: (res: ServerResponse) => void = (res) => res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"ok":true}');
+  const server = await startServer((_, res) => reply(res));
+  t.teardown(server.close);
+  const api = client(server.port, { timeoutMs: 2000 });
+  t.teardown(() => api.close());
+  t.same(await api.send('GET', '/v1/device'), { status: 200, body: { ok: true } }, 'JSON answers are understood');
+  reply = (res) => res.writeHead(409, { 'Content-Type': 'application/json' }).end('{"status":"declarations conflict"}');
+  t.same(await api.send('PUT', '/v1/device/pathpoints', encode([])), { status: 409, body: { status: 'declarations conflict' } });
+  t.match(await errorOf(api.request('PUT', '/v1/device/pathpoints', encode([]))), { status: 409, message: /HTTP 409: declarations conflict$/ });
+  reply = (res) => res.writeHead(200, { 'Content-Type': 'application/minijson' }).end(Buffer.from([0x07, 0xff]));
+  t.match(await errorOf(api.send('GET', '/v1/device')), { name: 'HttpError', status: 200, retryable: true, message: /undecodable answer/ });
+  reply = () => {}; // never answers
+  const controller = new AbortController();
+  const pending = errorOf(api.send('POST', '/v1/device/orders', undefined, { signal: controller.signal }));
+  controller.abort();
+  t.match(await pending, { name: 'HttpError', status: undefined, code: 'ABORT_ERR', retryable: false });
+  t.match(await errorOf(api.send('GET', '/v1/device', undefined, { signal: controller.signal })), { code: 'ABORT_ERR' }, 'an aborted signal sends nothing');
+});
+
 t.test('a server certificate for another host, or from another CA, is refused', async (t) => {
   const server = await startServer((_, res) => minijson(res, 200, CONFIG));
   t.teardown(server.close);

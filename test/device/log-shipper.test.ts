@@ -60,6 +60,25 @@ t.test('putBack returns unsent records to the front, dropping the oldest that do
   t.equal(shipper.dropped, 1);
 });
 
+t.test('next: a batch is due at maxBatchRecords, or maxBatchAgeMs after the oldest, or on flush', async (t) => {
+  let now = T;
+  const shipper = new LogShipper({ now: () => now, maxBatchRecords: 3, maxBatchAgeMs: 1000 });
+  t.same(shipper.next(), { records: [] }, 'nothing buffered: nothing to wait for');
+  shipper.push([{ service: 's', when: 1, message: 'a', level: 20 }]);
+  now += 400;
+  shipper.add({ level: 30, msg: 'b' });
+  t.same(shipper.next(), { records: [], dueInMs: 600 }, 'the age counts from the oldest record');
+  now += 600;
+  t.same(shipper.next().records.map((r) => r.message), ['a', 'b']);
+  for (const m of ['c', 'd', 'e', 'f']) shipper.add({ level: 30, msg: m });
+  const full = shipper.next();
+  t.same(full.records.map((r) => r.message), ['c', 'd', 'e'], 'full batches at once');
+  t.equal(full.dueInMs, 1000, 'the rest waits');
+  t.same(shipper.next({ flush: true }).records.map((r) => r.message), ['f']);
+  shipper.putBack(full.records);
+  t.same(shipper.next().records.map((r) => r.message), ['c', 'd', 'e'], 'put back: due at once');
+});
+
 t.test('a pino logger feeds it through its destination stream', async (t) => {
   const shipper = new LogShipper({ service: 'fallback' });
   const logger = pino({ name: 'boiler', level: 'trace' }, shipper.stream);

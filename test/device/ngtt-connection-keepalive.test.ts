@@ -39,13 +39,12 @@ t.test('a stalled link is declared dead and the connection comes back', async (t
   });
   t.teardown(() => c.close());
   const events: string[] = [];
-  c.on('disconnected', () => events.push('disconnected'));
+  const reasons: (string | undefined)[] = [];
+  c.on('disconnected', (error) => (events.push('disconnected'), reasons.push(error?.message)));
   c.on('connected', () => events.push('connected'));
-  const stalledAt = Date.now();
   proxy.stallAll(); // bytes stop flowing; neither side sees a close
   await until(() => events.includes('disconnected'), 'the dead link to be noticed', 10_000);
-  const noticedAfter = Date.now() - stalledAt;
-  t.ok(noticedAfter >= 300 && noticedAfter < 3000, `noticed after ${noticedAfter} ms (PING unanswered for pingDeadMs)`);
+  t.same(reasons, ['PING not answered'], 'declared dead by the keepalive (PING unanswered for pingDeadMs), not by a socket error');
   await until(() => events.includes('connected'), 'a new connection', 10_000);
   t.ok(c.connected, 'reconnected through the proxy on a fresh connection');
   await c.syncPathpoints([{ path: 'W1', values: [[Date.now(), 1]] }]);

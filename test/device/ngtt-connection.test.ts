@@ -70,3 +70,27 @@ t.test('reconnects after the server restarts and re-sends unanswered syncs', asy
   await c.close();
   await t.rejects(c.syncPathpoints([]), { name: 'ConnectionClosedError' });
 });
+
+t.test('an order handler that throws or rejects: the order is rejected with the reason, a fault is emitted, the link stays', async (t) => {
+  const s = await server(join(dir, 'c'));
+  t.teardown(() => s.close());
+  const c = await connect(s.ngttPort, 'conn-c');
+  t.teardown(() => c.close());
+  const faults: string[] = [];
+  c.on('fault', (f) => void faults.push(`${f.source}: ${f.message}`));
+  c.onOrder(async (order) => {
+    const path = (order.sections[0].orders[0] as { path: string }).path;
+    if (path === 'SYNC') throw new Error('sync bug');
+    if (path === 'ASYNC') return Promise.reject(new Error('async bug'));
+    order.ack();
+  });
+  const sync = await s.enqueueOrder('conn-c', readSection('SYNC'));
+  const async = await s.enqueueOrder('conn-c', readSection('ASYNC'));
+  const fine = await s.enqueueOrder('conn-c', readSection('W1'));
+  await until(async () => (await s.store.getOrder(fine))?.state === 'confirmed' && (await s.store.getOrder(async))?.state === 'rejected', 'the answers');
+  t.equal((await s.store.getOrder(sync))?.reason, 'handler failed: sync bug');
+  t.equal((await s.store.getOrder(async))?.reason, 'handler failed: async bug');
+  t.match(faults, [/^order-handler: order .*: the handler failed: sync bug$/, /^order-handler: order .*: the handler failed: async bug$/]);
+  t.ok(c.connected, 'the connection was not dropped');
+  t.equal((await s.store.getOrder(sync))?.deliveries, 1, 'not redelivered in a loop');
+});

@@ -1,6 +1,6 @@
 /** NgttDevice's pure helpers: no network. */
 import t from 'tap';
-import { connectionStateName, deviceIdOf, toSeries } from '../../src/device/ngtt-device.js';
+import { deviceIdOf, toSeries } from '../../src/device/ngtt-device.js';
 import { makePki } from '../helpers/server-fixture.js';
 
 t.test('toSeries accepts one reading, one series or a list', async (t) => {
@@ -8,12 +8,6 @@ t.test('toSeries accepts one reading, one series or a list', async (t) => {
   t.same(toSeries({ path: 'W1', value: 3, timestamp: 5 }), [{ path: 'W1', values: [[5, 3]] }]);
   t.same(toSeries({ path: 'W1', values: [[1, 2]] }), [{ path: 'W1', values: [[1, 2]] }]);
   t.same(toSeries([{ path: 'W1', values: [] }]), [{ path: 'W1', values: [] }]);
-});
-
-t.test('connection machine states as one name', async (t) => {
-  t.equal(connectionStateName('backoff'), 'backoff');
-  t.equal(connectionStateName({ session: 'connecting' }), 'connecting');
-  t.equal(connectionStateName({ session: { authenticated: { sending: 'active', receiving: 'listening' } } }), 'authenticated');
 });
 
 t.test('the device id comes from the certificate, PEM text or bytes', async (t) => {

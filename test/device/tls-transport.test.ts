@@ -2,6 +2,8 @@ import { once } from 'node:events';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import t from 'tap';
+import { createActor, forwardTo, setup } from 'xstate';
+import { socketActor } from '../../src/device/socket-actor.js';
 import { decode, encode } from '../../src/minijson/index.js';
 import { encodeFrame, encodeValueFrame, FrameDecoder, FrameType, ProtocolError, type Frame } from '../../src/protocol/index.js';
 import { ConnectionClosedError, NgttSocket, type NgttConnectOptions } from '../../src/device/tls-transport.js';
@@ -192,6 +194,41 @@ t.test('backpressure: send reports false and drain() resolves once the peer read
   t.equal(socket.needsDrain, false);
   await until(() => bytesAtServer === total, 'all bytes at the server', 20_000);
   t.pass(`server read ${bytesAtServer} bytes`);
+});
+
+t.test('the socket actor: frames count as sent once flushed; while the socket must drain they wait', async (t) => {
+  const server = await startServer();
+  t.teardown(server.close);
+  const sent: number[] = [];
+  const received: number[] = [];
+  const parent = createActor(
+    setup({ actors: { socket: socketActor({ connect: clientOptions(server.port) }) } }).createMachine({
+      invoke: { id: 'socket', src: 'socket', input: { attempt: 1, connectTimeoutMs: 5000 } },
+      on: {
+        SEND: { actions: forwardTo('socket') },
+        'SOCKET.SENT': { actions: ({ event }) => void sent.push(...event.frames.map((f: { tid: number }) => f.tid)) },
+        'SOCKET.FRAMES': { actions: ({ event }) => void received.push(...event.frames.map((f: { tid: number }) => f.tid)) },
+      },
+    }),
+  );
+  parent.start();
+  t.teardown(() => parent.stop());
+  const peer = await server.nextConnection();
+  peer.pause();
+  await until(() => parent.getSnapshot().children.socket !== undefined, 'the socket actor');
+  const payload = new Uint8Array(256 * 1024).fill(3);
+  for (let tid = 1; tid <= 64; tid++) parent.send({ type: 'SEND', frame: { type: FrameType.DATA_STREAM, tid, encoded: payload } });
+  await until(() => sent.length > 0, 'the first frames flushed');
+  const flushedWhilePaused = sent.length;
+  t.ok(flushedWhilePaused < 64, `${flushedWhilePaused} of 64 frames (16 MiB) flushed while the peer does not read: the rest wait`);
+  const frames = serverFrames(peer);
+  peer.resume();
+  await until(() => sent.length === 64, 'every frame flushed once the peer reads', 20_000);
+  t.same(sent, Array.from({ length: 64 }, (_, i) => i + 1), 'in order, each once');
+  await until(() => frames.length === 64, 'all frames at the server', 20_000);
+  peer.write(Buffer.concat([1, 2, 3].map((tid) => encodeFrame(tid, FrameType.DATA_STREAM_CONFIRM))));
+  await until(() => received.length === 3, 'the answers');
+  t.same(received, [1, 2, 3]);
 });
 
 t.test('connect times out against a peer that never speaks TLS', async (t) => {

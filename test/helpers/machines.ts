@@ -17,7 +17,7 @@ export interface FakeSocket {
   commands: SocketCommand[];
   stopped: boolean;
   emit(event: SocketEvent): void;
-  /** The peer delivers a frame. */
+  /** The peer delivers a frame (one read's worth). */
   frame(frame: Partial<InFrame> & { type: number }): void;
 }
 
@@ -29,13 +29,13 @@ export function fakeSocketActor(sockets: FakeSocket[], opts: { autoSent?: boolea
       commands: [],
       stopped: false,
       emit: (e) => sendBack(e),
-      frame: (f) => sendBack({ type: 'SOCKET.FRAME', frame: { tid: 0, payload: undefined, ...f } }),
+      frame: (f) => sendBack({ type: 'SOCKET.FRAMES', frames: [{ tid: 0, payload: undefined, ...f }] }),
     };
     sockets.push(s);
     receive((cmd) => {
       s.commands.push(cmd);
       if (cmd.type === 'SEND' && opts.autoSent !== false) {
-        sendBack({ type: 'SOCKET.SENT', frameType: cmd.frame.type, bytes: 8 });
+        sendBack({ type: 'SOCKET.SENT', frames: [{ type: cmd.frame.type, tid: cmd.frame.tid }], bytes: 8 });
       }
     });
     return () => {

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { SimulatedClock, createActor } from 'xstate';
+import { SimulatedClock, createActor, sendTo, setup } from 'xstate';
 import { FrameType } from '../../src/protocol/frames.js';
 import { DEFAULT_BACKOFF, backoffDelay, nominalBackoff } from '../../machines/common.js';
 import { type ConnectionInput, type ConnectionReport, PING_TID, connectionMachine } from '../../machines/connection.js';
@@ -19,7 +19,9 @@ function start(input: Partial<ConnectionInput> = {}, opts: { autoSent?: boolean 
   const sent = (s = last()) => s.commands.map((c) => (c.type === 'SEND' ? `${c.frame.type}:${c.frame.tid}` : c.type));
   const state = () => actor.getSnapshot().value;
   const authenticated = () => actor.getSnapshot().matches({ session: 'authenticated' });
-  return { actor, clock, sockets, reports, last, sent, state, authenticated, ctx: () => actor.getSnapshot().context };
+  /** The reports in short: the state entered, FRAME or SENT:<type>. */
+  const told = () => reports.map((r) => (r.type === 'CONNECTION.STATE' ? r.state : r.type === 'CONNECTION.FRAMES' ? 'FRAME' : `SENT:${r.frames.map((f) => f.type)}`));
+  return { actor, clock, sockets, reports, told, last, sent, state, authenticated, ctx: () => actor.getSnapshot().context };
 }
 
 t.test('backoff: 1, 2, 4 … 60 s, then 60 s, and back to 1 s after a success', async (t) => {
@@ -77,7 +79,11 @@ t.test('FETCH_ORDERS is the first frame after connecting, when orders are wanted
   c.last().emit({ type: 'SOCKET.OPEN' });
   t.same(c.state(), { session: { authenticated: { sending: 'active', receiving: 'listening' } } });
   t.same(c.sent(), [`${FrameType.FETCH_ORDERS}:0`]);
-  t.same(c.reports, [{ type: 'CONNECTION.UP', epoch: 1 }]);
+  t.same(c.reports, [
+    { type: 'CONNECTION.STATE', state: 'connecting', epoch: 0 },
+    { type: 'CONNECTION.STATE', state: 'authenticated', epoch: 1 },
+    { type: 'CONNECTION.SENT', epoch: 1, frames: [{ type: FrameType.FETCH_ORDERS, tid: 0 }] },
+  ], 'the frame is reported once the socket flushed it');
 
   const quiet = start({ wantOrders: false });
   quiet.actor.send({ type: 'CONNECT' });
@@ -101,8 +107,8 @@ t.test('keepalive: PING at 30 s idle, dead at 90 s with the PING unanswered', as
   c.clock.increment(1);
   t.equal(c.state(), 'backoff');
   t.ok(c.last().stopped);
-  t.same(c.reports.map((r) => r.type), ['CONNECTION.UP', 'CONNECTION.FRAME', 'CONNECTION.DOWN']);
-  t.match(c.reports[2], { epoch: 1, reason: 'PING not answered' });
+  t.same(c.told(), ['connecting', 'authenticated', 'FRAME', 'backoff'], 'our own PING is not reported as sent');
+  t.match(c.reports[3], { epoch: 1, reason: 'PING not answered', delayMs: 1000 });
 });
 
 t.test('keepalive: an answered PING, and sends, restart the idle clock', async (t) => {
@@ -118,7 +124,7 @@ t.test('keepalive: an answered PING, and sends, restart the idle clock', async (
   c.clock.increment(1_000);
   c.last().frame({ type: FrameType.PING, tid: PING_TID });
   t.match(c.state(), { session: { authenticated: { sending: 'active' } } });
-  t.equal(c.reports.filter((r) => r.type === 'CONNECTION.FRAME').length, 0, 'PING echoes are not forwarded');
+  t.equal(c.reports.filter((r) => r.type === 'CONNECTION.FRAMES').length, 0, 'PING echoes are not forwarded');
   c.clock.increment(29_999);
   t.equal(c.sent().length, 2);
   c.clock.increment(1);
@@ -153,7 +159,7 @@ t.test('keepalive: dead at 120 s with nothing received, however much is sent', a
   t.ok(c.authenticated());
   c.clock.increment(1);
   t.equal(c.state(), 'backoff');
-  t.match(c.reports.at(-1), { type: 'CONNECTION.DOWN', reason: 'nothing received' });
+  t.match(c.reports.at(-1), { type: 'CONNECTION.STATE', state: 'backoff', reason: 'nothing received' });
 });
 
 t.test('timings come from input', async (t) => {
@@ -175,11 +181,11 @@ t.test('frames are forwarded with the epoch; SEND goes to the socket only while 
   t.same(c.sent(), [], 'dropped while connecting');
   c.last().emit({ type: 'SOCKET.OPEN' });
   c.last().frame({ type: FrameType.ORDER, tid: 7, payload: [] });
-  t.same(c.reports[1], { type: 'CONNECTION.FRAME', epoch: 1, frame: { type: FrameType.ORDER, tid: 7, payload: [] } });
+  t.same(c.reports[2], { type: 'CONNECTION.FRAMES', epoch: 1, frames: [{ type: FrameType.ORDER, tid: 7, payload: [] }] });
   c.last().emit({ type: 'SOCKET.CLOSED' });
   c.clock.increment(1000);
   c.last().emit({ type: 'SOCKET.OPEN' });
-  t.same(c.reports.at(-1), { type: 'CONNECTION.UP', epoch: 2 });
+  t.same(c.reports.at(-1), { type: 'CONNECTION.STATE', state: 'authenticated', epoch: 2 });
 });
 
 t.test('connect timeout leads to backoff', async (t) => {
@@ -190,7 +196,9 @@ t.test('connect timeout leads to backoff', async (t) => {
   c.clock.increment(1);
   t.equal(c.state(), 'backoff');
   t.ok(c.sockets[0].stopped);
-  t.same(c.reports, [], 'never up, so never down');
+  t.same(c.told(), ['connecting', 'backoff']);
+  t.match(c.reports[1], { reason: 'connect timed out', epoch: 0 });
+  t.equal(c.sockets[0].input.connectTimeoutMs, 30_000, 'the socket is told the timeout too');
 });
 
 t.test('CLOSE: closing drains the socket, then closed (final)', async (t) => {
@@ -204,8 +212,7 @@ t.test('CLOSE: closing drains the socket, then closed (final)', async (t) => {
   c.last().emit({ type: 'SOCKET.CLOSED' });
   t.equal(c.state(), 'closed');
   t.equal(c.actor.getSnapshot().status, 'done');
-  t.same(c.reports.map((r) => r.type), ['CONNECTION.UP', 'CONNECTION.DOWN', 'CONNECTION.CLOSED']);
-  t.match(c.reports[1], { reason: 'closed on request' });
+  t.same(c.told(), ['connecting', 'authenticated', 'closing', 'closed']);
 
   const slow = start();
   slow.actor.send({ type: 'CONNECT' });
@@ -232,12 +239,30 @@ t.test('CLOSE: closing drains the socket, then closed (final)', async (t) => {
 
 t.test('a socket actor that fails leads to backoff', async (t) => {
   const clock = new SimulatedClock();
+  const reports: ConnectionReport[] = [];
   const actor = createActor(
-    connectionMachine.provide({ actions: { report: () => {} } }),
+    connectionMachine.provide({ actions: { report: (_, r) => void reports.push(r) } }),
     { clock, input: { random: () => 0.5 } },
   );
   actor.start();
   actor.send({ type: 'CONNECT' });
   t.equal(actor.getSnapshot().value, 'backoff', 'the placeholder socket throws');
+  t.match(reports.at(-1), { state: 'backoff', reason: 'socket failed' });
   actor.stop();
+});
+
+t.test('the default report goes to the parent (no private API)', async (t) => {
+  const seen: string[] = [];
+  const sockets: FakeSocket[] = [];
+  const parent = createActor(
+    setup({ actors: { connection: connectionMachine.provide({ actors: { socket: fakeSocketActor(sockets) } }) } }).createMachine({
+      invoke: { id: 'c', src: 'connection', input: { random: () => 0.5 } },
+      entry: sendTo('c', { type: 'CONNECT' }),
+      on: { '*': { actions: ({ event }) => void seen.push((event as { state?: string }).state ?? event.type) } },
+    }),
+  );
+  parent.start();
+  sockets[0].emit({ type: 'SOCKET.OPEN' });
+  t.same(seen, ['connecting', 'authenticated', 'CONNECTION.SENT']);
+  parent.stop();
 });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createActor, fromPromise } from 'xstate';
-import { type OrderDoneReport, type OrderInput, type OrderOutcome, orderIdOf, orderMachine, type ExecuteInput } from '../../machines/order.js';
+import { type OrderDoneReport, type OrderInput, type OrderReport, type OrderOutcome, orderIdOf, orderMachine, type ExecuteInput } from '../../machines/order.js';
 import { manualPromise, settle } from '../helpers/machines.js';
 
 const sections = (id?: string) => [{ ...(id ? { id } : {}), orders: [{ type: 'write', path: 'W1', value: 5 }], disposition: 0 }];
@@ -17,6 +17,7 @@ function start(input: Partial<OrderInput>, seen: Record<string, OrderOutcome> = 
     },
     actions: {
       report: (_, params) => {
+        if (params.type === 'ORDER.EXECUTING') return void trace.push('report executing');
         trace.push(`report ${params.outcome}`);
         reports.push(params);
       },
@@ -52,7 +53,7 @@ t.test('received → checking → executing → recording → acked; recorded be
   o.execute.calls[0].resolve();
   await settle();
   t.same(o.states, ['checking', 'executing', 'recording', 'acked'], 'received and outcome are transient');
-  t.same(o.trace, ['check A', 'record A acked', 'report acked']);
+  t.same(o.trace, ['check A', 'report executing', 'record A acked', 'report acked']);
   t.same(o.reports, [{ type: 'ORDER.DONE', key: 'o1', id: 'A', via: 'ngtt', tid: 3, epoch: 1, outcome: 'acked', reason: undefined, executed: true }]);
   t.equal(o.actor.getSnapshot().status, 'done');
 });
@@ -63,7 +64,7 @@ t.test('a failed execution is rejected with the reason, and recorded', async (t)
   o.execute.calls[0].reject(new Error('W1 is read-only'));
   await settle();
   t.equal(o.actor.getSnapshot().value, 'rejected');
-  t.same(o.trace, ['check A', 'record A rejected', 'report rejected']);
+  t.same(o.trace, ['check A', 'report executing', 'record A rejected', 'report rejected']);
   t.match(o.reports[0], { outcome: 'rejected', reason: 'W1 is read-only', tid: 3, executed: true });
 });
 
@@ -99,7 +100,7 @@ t.test('an order without id skips the lookup and the record', async (t) => {
   t.equal(o.actor.getSnapshot().value, 'executing');
   o.execute.calls[0].resolve();
   await settle();
-  t.same(o.trace, ['report acked']);
+  t.same(o.trace, ['report executing', 'report acked']);
 });
 
 t.test('a malformed payload is rejected at once', async (t) => {
@@ -119,7 +120,7 @@ t.test('REDELIVERED while executing moves the ack to the new tid and epoch', asy
 });
 
 t.test('a failing lookup still executes the order', async (t) => {
-  const reports: OrderDoneReport[] = [];
+  const reports: OrderReport[] = [];
   let executed = 0;
   const actor = createActor(
     orderMachine.provide({
@@ -139,7 +140,7 @@ t.test('a failing lookup still executes the order', async (t) => {
   actor.start();
   await settle();
   t.equal(executed, 1);
-  t.match(reports, [{ outcome: 'acked', via: 'https', id: 'B' }], 'the ack is not held back by a failed record');
+  t.match(reports, [{ type: 'ORDER.EXECUTING', id: 'B' }, { outcome: 'acked', via: 'https', id: 'B' }], 'the ack is not held back by a failed record');
 });
 
 t.test('orderIdOf', async (t) => {

@@ -69,7 +69,7 @@ t.test('(a) an ES module imports NgttDevice, the codec and a machine, and uses t
 
 t.test('(b) CommonJS require()s the same (require(esm), Node ≥ 20.19)', async (t) => {
   const r = await must('node consumer.cjs', exec(node, ['consumer.cjs'], app));
-  t.match(JSON.parse(r.stdout), { connection: 'disconnected', order: 'rejected' });
+  t.match(JSON.parse(r.stdout), { connection: 'disconnected', order: 'rejected', reports: ['ORDER.DONE'] });
   t.notMatch(r.stderr, /Error/);
 });
 
@@ -89,7 +89,7 @@ t.test('(c) a strict NodeNext TypeScript project type-checks against the shipped
   t.ok(fromPackage.some((f) => f.endsWith('/node_modules/ngtt/dist/src/index.d.ts')), 'the types come from dist/');
   t.same(fromPackage.filter((f) => !f.endsWith('.d.ts')), [], 'no .ts source of the package is compiled');
   const run = await must('node out/consumer.js', exec(node, ['out/consumer.js'], app));
-  t.match(JSON.parse(run.stdout), { deviceId: 'ts-1', environment: 2, pending: 2, refused: true, frames: [[7, 0]], order: 'acked', spool: 0 });
+  t.match(JSON.parse(run.stdout), { deviceId: 'ts-1', environment: 2, pending: 2, refused: true, frames: [[7, 0]], order: 'acked', reports: ['ORDER.EXECUTING', 'ORDER.DONE'], spool: 0 });
 });
 
 t.test('(d) the ngtt command from node_modules/.bin, without tsx and without the optional peers', async (t) => {
@@ -102,7 +102,7 @@ t.test('(d) the ngtt command from node_modules/.bin, without tsx and without the
     const r = await exec(ngtt, args, app);
     t.equal(r.code, 2, `ngtt ${args[0]} exits 2`);
     t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
-    t.match(r.stderr, new RegExp(`ngtt ${args[0]}: needs fastify, an optional peer dependency of ngtt that is not installed: npm install fastify@5`));
+    t.match(r.stderr, new RegExp(`ngtt ${args[0]}: needs fastify and @fastify/multipart, optional peer dependencies of ngtt that are not installed: npm install fastify@5 @fastify/multipart@10`));
   }
   t.notOk(existsSync(join(app, 'data')), 'the failed demo created no data');
   // The PKI commands need no peer: they make the certificates of the examples below.

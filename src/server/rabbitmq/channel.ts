@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Channel, ConfirmChannel } from 'amqplib';
+import { backoffDelay } from '../../../machines/common.js';
 import { BrokerUnavailableError, type BrokerConnection } from './connection.js';
 
 export interface ManagedChannelOptions<C extends Channel> {
@@ -141,8 +142,7 @@ export class ManagedChannel<C extends Channel = Channel> extends EventEmitter {
   }
 
   private backoff(): number {
-    const base = this.opts.retryDelayMs ?? 100;
-    return Math.min(5_000, base * 2 ** Math.min(10, Math.max(0, this.failures - 1)));
+    return backoffDelay(this.failures, { baseMs: this.opts.retryDelayMs ?? 100, maxMs: 5_000, jitter: 0 }, Math.random);
   }
 
   private onChannelClose(ch: C): void {

@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
+import { backoffDelay } from '../../../machines/common.js';
 
 /** The subset of a pino logger the RabbitMQ modules use. */
 export interface Logger {
@@ -199,12 +200,9 @@ export class BrokerConnection extends EventEmitter {
   private scheduleReconnect(): void {
     if (this.closed || this.timer) return;
     const r = this.opts.reconnect ?? {};
-    const initial = r.initialDelayMs ?? 200;
-    const max = r.maxDelayMs ?? 15_000;
     const jitter = Math.min(1, Math.max(0, r.jitter ?? 0.3));
     this.attempt += 1;
-    const base = Math.min(max, initial * 2 ** (this.attempt - 1));
-    const delayMs = Math.max(0, Math.round(base * (1 + jitter * (Math.random() * 2 - 1))));
+    const delayMs = backoffDelay(this.attempt, { baseMs: r.initialDelayMs ?? 200, maxMs: r.maxDelayMs ?? 15_000, jitter }, Math.random);
     this.emit('reconnect-scheduled', { attempt: this.attempt, delayMs });
     this.timer = setTimeout(() => {
       this.timer = null;
