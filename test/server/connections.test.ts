@@ -46,7 +46,10 @@ t.test('a silent device is disconnected after the idle timeout; a talking one is
   await within(silent.closed, 'the silent connection to be closed', 3000);
   const elapsed = Date.now() - started;
   t.ok(elapsed >= 200, `closed after ${elapsed} ms, not before the timeout`);
-  await new Promise((r) => setTimeout(r, 150)); // past the timeout for the talker too
+  // A second silent device, connected after the talker, being closed proves the talker's own
+  // idle timeout has passed too, without guessing a wall-clock margin.
+  const later = await server.connect('dev-silent-2');
+  await within(later.closed, 'the second silent connection to be closed', 3000);
   t.equal(talker.isClosed, false, 'a device that sends stays connected');
   t.ok(server.logs.some((l) => /idle timeout/.test(String(l.msg)) && l.deviceId === 'dev-silent'));
 });
