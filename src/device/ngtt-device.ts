@@ -445,6 +445,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     if (actor !== this.actor || this.stopped) return;
     this.fault('supervisor', `the supervisor failed and is restarted: ${errorText(error)}`, { error, active: true });
     for (const s of this.subscriptions.splice(0)) s.unsubscribe();
+    stopChildren(actor);
     this.actor = undefined;
     this.executing.clear();
     this.setTransport('none');
@@ -699,4 +700,20 @@ function guardInspector(inspect: NgttDeviceOptions['inspect']): ((event: Inspect
       // Development tooling only.
     }
   };
+}
+
+/**
+ * Stops what a failed supervisor left running. XState v5 stops a machine that fails but not its
+ * invoked children (statelyai/xstate#5153): the old connection would keep its socket and
+ * reconnect, fighting the fresh supervisor's connection. A child machine's stop also stops its
+ * own children. `_stop` is XState's internal stop (the public `stop()` refuses non-root actors).
+ */
+function stopChildren(actor: SupervisorActor): void {
+  for (const child of Object.values(actor.getSnapshot().children)) {
+    try {
+      (child as unknown as { _stop?: () => void })?._stop?.();
+    } catch {
+      // Already stopped; nothing left to release.
+    }
+  }
 }

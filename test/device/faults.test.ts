@@ -113,6 +113,28 @@ t.test("an 'error' listener sees faults; without one nothing is thrown", async (
   t.equal(errors[0].message, 'boom', 'the error the listener threw');
 });
 
+t.test('the supervisor itself fails: reported, restarted after a backoff, and the device works again', async (t) => {
+  const s = await server();
+  t.teardown(() => s.close());
+  const { d, faults } = await device(s, 'dev-supervisor');
+  d.start();
+  t.teardown(() => d.close({ timeoutMs: 1000 }));
+  await until(() => d.status().connection === 'authenticated', 'connected');
+  await stillWorks(t, s, d, 'dev-supervisor', 100);
+  // Inject a fault into the supervisor's own action: a report whose frames are not a list makes
+  // `routeFrames` throw inside the machine, which stops that supervisor actor.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const first = (d as any).actor;
+  first.send({ type: 'CONNECTION.FRAMES', epoch: 0, frames: null });
+  await until(() => faults.some((f) => f.source === 'supervisor'), 'the supervisor fault');
+  t.match(faults.find((f) => f.source === 'supervisor')!.message, /the supervisor failed and is restarted/);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  await until(() => (d as any).actor !== undefined && (d as any).actor !== first, 'a fresh supervisor');
+  await until(() => d.status().connection === 'authenticated' && !d.status().faults.active.includes('supervisor'), 'connected again, the fault recovered');
+  await stillWorks(t, s, d, 'dev-supervisor', 200);
+  t.equal(d.status().faults.last?.source, 'supervisor');
+});
+
 t.test('the spool fails to settle once, then always for a while: retried with backoff, visible, nothing lost or doubled', async (t) => {
   const s = await server();
   t.teardown(() => s.close());
