@@ -26,6 +26,7 @@ import { emitIsolated } from './isolated-emit.js';
 import { LogShipper } from './log-shipper.js';
 import { socketActor } from './socket-actor.js';
 import { ConnectionClosedError, type NgttConnectOptions } from './tls-transport.js';
+import { stopChildrenOf, stopOrphansOf } from './orphans.js';
 
 export interface NgttConnectionOptions extends NgttConnectOptions {
   /** Send FETCH_ORDERS on every connection (else the server pushes no orders). Default true. */
@@ -143,6 +144,7 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
         actions: { report },
       }),
       {
+        inspect: stopOrphansOf, // a failed connection machine must not leave its socket open
         input: {
           wantOrders: options.wantOrders ?? true,
           random: options.random ?? Math.random,
@@ -175,7 +177,12 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     );
     // Their actions are ours and guarded; should one fail anyway, it is said, not thrown.
     const failed = (source: NgttConnectionFault['source']) => (error: unknown) => this.fault(source, `machine failed: ${errorText(error)}`, error);
-    this.connection.subscribe({ error: failed('connection') });
+    this.connection.subscribe({
+      error: (error) => {
+        stopChildrenOf(this.connection); // its socket must not outlive it
+        failed('connection')(error);
+      },
+    });
     this.upload.subscribe({ error: failed('upload') });
     this.logs.subscribe({ error: failed('logs') });
   }

@@ -18,6 +18,7 @@ import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, errorText, withDefa
 import { connectionMachine, type ConnectionInput, type ConnectionState } from '../../machines/connection.js';
 import { logsMachine, type NextLogs } from '../../machines/logs.js';
 import { orderMachine, type OrderDoneReport } from '../../machines/order.js';
+import { stopChildrenOf, withOrphanStop } from './orphans.js';
 import { type SupervisorActor, type SupervisorEmitted, supervisorMachine } from '../../machines/supervisor.js';
 import { uploadMachine } from '../../machines/upload.js';
 import { readDeviceIdentity } from '../pki/identity.js';
@@ -414,7 +415,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private startSupervisor(): void {
     const o = this.options;
     const actor = (this.actor = createActor(this.machine!, {
-      inspect: guardInspector(o.inspect),
+      inspect: withOrphanStop(guardInspector(o.inspect)),
       input: {
         random: this.random,
         ngtt: o.ngtt ?? false,
@@ -445,7 +446,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     if (actor !== this.actor || this.stopped) return;
     this.fault('supervisor', `the supervisor failed and is restarted: ${errorText(error)}`, { error, active: true });
     for (const s of this.subscriptions.splice(0)) s.unsubscribe();
-    stopChildren(actor);
+    stopChildrenOf(actor); // or the old connection keeps its socket and fights the fresh one
     this.actor = undefined;
     this.executing.clear();
     this.setTransport('none');
@@ -702,18 +703,3 @@ function guardInspector(inspect: NgttDeviceOptions['inspect']): ((event: Inspect
   };
 }
 
-/**
- * Stops what a failed supervisor left running. XState v5 stops a machine that fails but not its
- * invoked children (statelyai/xstate#5153): the old connection would keep its socket and
- * reconnect, fighting the fresh supervisor's connection. A child machine's stop also stops its
- * own children. `_stop` is XState's internal stop (the public `stop()` refuses non-root actors).
- */
-function stopChildren(actor: SupervisorActor): void {
-  for (const child of Object.values(actor.getSnapshot().children)) {
-    try {
-      (child as unknown as { _stop?: () => void })?._stop?.();
-    } catch {
-      // Already stopped; nothing left to release.
-    }
-  }
-}
