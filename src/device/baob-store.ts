@@ -58,11 +58,11 @@ export class SqliteBaobStore {
       get: db.prepare<[string], Pick<Row, 'data' | 'version'>>('SELECT data, version FROM baobs WHERE key = ?'),
       list: db.prepare<[], Omit<Row, 'data'>>('SELECT key, version, length(data) AS size, synced FROM baobs ORDER BY key'),
       versions: db.prepare<[], Pick<Row, 'key' | 'version'>>('SELECT key, version FROM baobs'),
-      put: db.prepare<[string, Buffer]>(
-        'INSERT INTO baobs (key, version, data, synced) VALUES (?1, 0, ?2, 0) ON CONFLICT (key) DO UPDATE SET version = version + 1, data = ?2, synced = 0 RETURNING version',
+      put: db.prepare<[{ key: string; data: Buffer }]>(
+        'INSERT INTO baobs (key, version, data, synced) VALUES (@key, 0, @data, 0) ON CONFLICT (key) DO UPDATE SET version = version + 1, data = excluded.data, synced = 0 RETURNING version',
       ),
-      storeNewer: db.prepare<[string, number, Buffer]>(
-        'INSERT INTO baobs (key, version, data, synced) VALUES (?1, ?2, ?3, 1) ON CONFLICT (key) DO UPDATE SET version = ?2, data = ?3, synced = 1 WHERE ?2 > version',
+      storeNewer: db.prepare<[{ key: string; version: number; data: Buffer }]>(
+        'INSERT INTO baobs (key, version, data, synced) VALUES (@key, @version, @data, 1) ON CONFLICT (key) DO UPDATE SET version = excluded.version, data = excluded.data, synced = 1 WHERE excluded.version > baobs.version',
       ),
       deleteAt: db.prepare<[string, number]>('DELETE FROM baobs WHERE key = ? AND version = ?'),
       markSynced: db.prepare<[string, number]>('UPDATE baobs SET synced = 1 WHERE key = ? AND version = ?'),
@@ -83,7 +83,7 @@ export class SqliteBaobStore {
     if (problem) throw new TypeError(problem);
     if (typeof bytes !== 'string' && !(bytes instanceof Uint8Array)) throw new TypeError('a BAOB value is a Uint8Array (or a string, stored as UTF-8)');
     const data = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    return (this.statements.put.get(key, data) as { version: number }).version;
+    return (this.statements.put.get({ key, data }) as { version: number }).version;
   }
 
   list(): DeviceBaobInfo[] {
@@ -97,7 +97,7 @@ export class SqliteBaobStore {
 
   /** Takes the server's value if it is newer than the one held (or none is). True when stored. */
   storeIfNewer(key: string, version: number, bytes: Buffer): boolean {
-    return this.statements.storeNewer.run(key, version, bytes).changes > 0;
+    return this.statements.storeNewer.run({ key, version, data: bytes }).changes > 0;
   }
 
   /** Deletes the BAOB if it is still at `version`. True when deleted. */
