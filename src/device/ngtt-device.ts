@@ -27,6 +27,7 @@ import { baobIo, type DeviceBaobEvent } from './baob-io.js';
 import { SqliteBaobStore, type DeviceBaob, type DeviceBaobInfo } from './baob-store.js';
 import { openDeviceDatabase, type DeviceDatabase } from './database.js';
 import { SqliteExecutedOrders } from './executed-orders.js';
+import { SqliteMessageReceipts } from './message-receipts.js';
 import { OrderExecutor, type ExecutorOptions, type OrderHandlers } from './executor.js';
 import { httpIo, observedCall, runRetried } from './http-io.js';
 import { emitIsolated } from './isolated-emit.js';
@@ -255,7 +256,9 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private baobWaiters: Waiter<DeviceBaobSyncResult>[] = [];
   private baobSeq = 0;
   private baobSyncScheduled = false;
-  /** Message receipts being sent: aborted by close(). */
+  /** Message receipts not yet answered by the server (durable), and the abort of those being sent (close()). */
+  private pendingReceipts?: SqliteMessageReceipts;
+  private receiptRequest?: ReturnType<typeof httpIo>['messageReceipt'];
   private readonly receipts = new AbortController();
   private client?: DeviceHttpsClient;
   private machine?: ReturnType<NgttDevice['provideMachines']>;
@@ -331,6 +334,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     });
     this.executed = SqliteExecutedOrders.open(this.db);
     this.baobStore = SqliteBaobStore.open(this.db);
+    this.pendingReceipts = new SqliteMessageReceipts(this.db);
     this.client = new DeviceHttpsClient({
       baseUrl: o.httpsUrl ?? `https://${o.host}:${o.httpsPort ?? DEFAULT_HTTPS_PORT}`,
       ca: o.ca,
@@ -341,6 +345,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     });
     this.machine = this.provideMachines();
     this.startSupervisor();
+    // Receipts the last run could not deliver.
+    for (const uuid of this.pendingReceipts.pending()) this.sendReceipt(uuid);
     return this;
   }
 
@@ -432,9 +438,10 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     const o = this.options;
     const spool = this.spool!;
     const http = httpIo(this.client!, (what, outcome) => this.observeHttp(what, outcome));
+    this.receiptRequest = http.messageReceipt;
     const executor = new OrderExecutor({
       ...o.executor,
-      handlers: this.withMessageReceipts(o.handlers, http.messageReceipt),
+      handlers: this.withMessageReceipts(o.handlers),
       // A reading is in the spool before its order counts as done.
       onReading: (path, value) => this.store([{ path, values: [value] }]),
       onFault: (error) => this.fault('handler', error.message),
@@ -565,6 +572,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
         this.lastFault.set(e.source, e.error);
         return this.fault(e.source, e.error, { active: true });
       case 'RECOVERED':
+        this.lastFault.delete(e.source);
         return this.recovered(e.source);
     }
   }
@@ -720,26 +728,44 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
    * A message order (spec §6) tells the server it was received, as the deployed client does:
    * after the handler ran, `POST /v1/device/orders/message/<uuid>`, retried with backoff (the
    * HTTP retry machine) until it is answered or the device closes. The order does not wait for
-   * it: its ack goes on the order's own transport.
+   * it: its ack goes on the order's own transport. The receipt is stored first and kept until
+   * the server answered it: one cut short by close() goes out after the next start.
    */
-  private withMessageReceipts(handlers: OrderHandlers, receipt: ReturnType<typeof httpIo>['messageReceipt']): OrderHandlers {
+  private withMessageReceipts(handlers: OrderHandlers): OrderHandlers {
     const onMessage = handlers.onMessage;
     if (!onMessage) return handlers;
     return {
       ...handlers,
       onMessage: async (uuid, context) => {
         await onMessage.call(handlers, uuid, context);
-        runRetried(receipt, { uuid }, { random: this.random, retry: this.retry, signal: this.receipts.signal }).then(
-          (answer) => {
-            if (answer.outcome === 'refused') this.fault('message-receipt', `the server refused the receipt of message ${uuid}: ${answer.error ?? `HTTP ${answer.status}`}${statusText(answer.body)}`);
-          },
-          (error) => {
-            if (this.receipts.signal.aborted) this.log.warn({ uuid }, 'device closed before the server took the receipt of a message order');
-            else this.fault('message-receipt', `the receipt of message ${uuid} failed: ${errorText(error)}`, { error });
-          },
-        );
+        try {
+          this.pendingReceipts!.add(uuid);
+        } catch (error) {
+          this.fault('message-receipt', `the receipt of message ${uuid} could not be stored: ${errorText(error)}; sending it anyway`, { error });
+        }
+        this.sendReceipt(uuid);
       },
     };
+  }
+
+  private sendReceipt(uuid: string): void {
+    const forget = () => {
+      try {
+        this.pendingReceipts?.remove(uuid);
+      } catch (error) {
+        this.log.warn({ uuid, err: error }, 'a delivered message receipt could not be removed; it is sent again after a restart');
+      }
+    };
+    runRetried(this.receiptRequest!, { uuid }, { random: this.random, retry: this.retry, signal: this.receipts.signal }).then(
+      (answer) => {
+        forget();
+        if (answer.outcome === 'refused') this.fault('message-receipt', `the server refused the receipt of message ${uuid}: ${answer.error ?? `HTTP ${answer.status}`}${statusText(answer.body)}`);
+      },
+      (error) => {
+        if (this.receipts.signal.aborted) this.log.info({ uuid }, 'device closed before the server took the receipt of a message order; sent after the next start');
+        else this.fault('message-receipt', `the receipt of message ${uuid} failed: ${errorText(error)}`, { error });
+      },
+    );
   }
 
   private scheduleShipping(): void {

@@ -1,9 +1,11 @@
 /**
  * BAOBs on the device (spec §11) against the reference server, over real mutual TLS on
  * 127.0.0.1: downloads, uploads, conflicts (the higher version wins), deletion, a restart of the
- * device, over NGTT and HTTPS-only; failing syncs as faults; message-order receipts.
+ * device, over NGTT and HTTPS-only; failing syncs as faults; message-order receipts (kept
+ * across a restart until the server took them).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -199,3 +201,30 @@ for (const ngtt of [true, false]) {
     t.match((await s.store.getOrder(orderId))?.messages, [{ uuid: 'msg-42', receivedAt: Number }]);
   });
 }
+
+t.test('a receipt the server could not take before the device closed is sent after the next start', async (t) => {
+  const s = await server(t);
+  const id = 'dev-msg-restart';
+  const closedPort = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+  const handlers = { onRead: () => 1, onWrite: () => {}, onMessage: () => {} };
+  // NGTT reaches the server, HTTPS does not: the order is acknowledged, its receipt cannot go out.
+  const d = await device(s, { deviceId: id, ngtt: true, httpsPort: closedPort, handlers });
+  d.start();
+  const done = within(new Promise((resolve) => d.on('order', (e) => e.phase === 'done' && resolve(e))), 'the order to be done');
+  const orderId = await s.enqueueOrder(id, [{ orders: [{ type: 'message', uuid: 'msg-late' }], disposition: 0 }]);
+  t.match(await done, { via: 'ngtt', outcome: 'acked' });
+  await until(() => d.status().faults.active.includes('https'), 'the receipt to fail over HTTPS');
+  const spoolPath = (d as unknown as { options: NgttDeviceOptions }).options.spoolPath;
+  await d.close({ timeoutMs: 1000 });
+  t.match((await s.store.getOrder(orderId))?.messages, [{ uuid: 'msg-late', receivedAt: null }], 'not received yet');
+
+  const again = await device(s, { deviceId: id, ngtt: true, spoolPath, handlers });
+  again.start();
+  t.teardown(() => again.close({ timeoutMs: 1000 }));
+  await until(async () => (await s.store.getOrder(orderId))?.messages?.[0]?.receivedAt != null, 'the receipt after the restart');
+});
