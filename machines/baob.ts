@@ -7,7 +7,7 @@
  *                                                                                           ▼
  *   idle ◀──(BAOB.SYNCED)── applying: delete, download, upload what the plan says (`applyPlan`)
  *     ▲
- *   failed (FAULT emitted; waits backoffDelay(failures): 1 s, 2 s … 60 s) ─▶ idle, wanted again
+ *   failed (FAULT emitted; waits backoffDelay(failures): 1 s, 2 s … 60 s, or a new link) ─▶ idle, wanted again
  *
  * - `localVersions` (provided promise actor): the device's `{key: version}`.
  * - asking: TRANSMIT SYNC_BAOB_REQUEST on BAOB_SYNC_TID (reserved: one request is out at most);
@@ -109,6 +109,10 @@ export const baobMachine = setup({
   },
   actions: {
     report: sendParent((_, params: BaobReport) => params),
+    link: assign(({ event }) => {
+      const link = (event as LinkEvent).link;
+      return { link, wanted: link !== 'none' };
+    }),
     fail: assign(({ context }, params: { error: string }) => {
       const failures = context.failures + 1;
       return { failures, error: params.error, retryMs: backoffDelay(failures, context.retry, context.random) };
@@ -141,7 +145,7 @@ export const baobMachine = setup({
   }),
   on: {
     // Every link that comes up (a connect, a reconnect, the HTTPS fallback) syncs.
-    LINK: { actions: assign(({ event }) => ({ link: event.link, wanted: event.link !== 'none' })) },
+    LINK: { actions: 'link' },
     SYNC: { actions: assign(({ context, event }) => ({ wanted: true, requested: Math.max(context.requested, event.seq) })) },
   },
   initial: 'idle',
@@ -227,6 +231,8 @@ export const baobMachine = setup({
     failed: {
       entry: { type: 'report', params: ({ context }) => ({ type: 'FAULT', source: 'baob', error: `BAOB sync failed, retrying in ${context.retryMs} ms: ${context.error}` }) },
       after: { retry: { target: 'idle', actions: assign({ wanted: true }) } },
+      // A new link (a reconnect, say) syncs at once: the failure may have been the old link's.
+      on: { LINK: [{ guard: ({ event }) => event.link !== 'none', target: 'idle', actions: 'link' }, { actions: 'link' }] },
     },
   },
 });

@@ -140,3 +140,21 @@ t.test('parseBaobPlan reads both transports and refuses anything else', async (t
   t.throws(() => parseBaobPlan([]));
   t.throws(() => parseBaobPlan({ status: 'x' }));
 });
+
+t.test('a new link ends the backoff wait at once; the backoff keeps growing', async (t) => {
+  const m = start('ngtt');
+  await settle();
+  m.reads.calls[0].resolve({});
+  await settle();
+  await m.tick(5000);
+  t.match(m.of('FAULT')[0].error, /retrying in 1000 ms/);
+  m.actor.send({ type: 'LINK', link: 'none' });
+  await m.tick(500);
+  m.actor.send({ type: 'LINK', link: 'ngtt' });
+  await settle();
+  t.equal(m.reads.calls.length, 2, 'reconnected: synced without waiting the rest of the backoff');
+  m.reads.calls[1].resolve({});
+  await settle();
+  await m.tick(5000);
+  t.match(m.of('FAULT')[1].error, /retrying in 2000 ms/, 'the failure count was kept');
+});
