@@ -42,7 +42,7 @@
  * Emitted for the runtime (actor.on): SupervisorEmitted below. The runtime learns everything
  * from these; it never reads state names.
  *
- * Adding a long-lived child (a BAOB sync, say): name its actor in setup(), add its name to
+ * Adding a long-lived child (as `baob` was added): name its actor in setup(), add its name to
  * `Child` and a `restart<Name>` delay, give it a region like `logs` (`running` invoking it with
  * onError: childFailed(name), `faulted`: restartAfterBackoff(…)), add it to `linkAll` if it
  * follows the link, and send it what it needs from `connectionState` (e.g. SYNC whenever the
