@@ -25,6 +25,7 @@ const log = device.logger();                       // pino: to stdout, and shipp
 device.on('order', (e) => log.info({ order: e.id, phase: e.phase }, 'order'));
 device.on('state', (state) => log.info(`NGTT ${state}`)); // connecting, authenticated, backoff…
 device.on('fault', (f) => log.warn({ source: f.source }, f.message)); // contained, never thrown; see status().faults
+device.on('baob', (e) => log.info(e, 'BAOB changed')); // {key, version, change: downloaded | deleted | uploaded}
 device.start();
 
 await device.push({ path: 'f2', value: 21.5 });    // resolves once durably spooled

@@ -34,7 +34,7 @@ import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup } from 
 import { FrameType } from '../src/protocol/frames.js';
 import { type BackoffOptions, type InFrame, type OutFrame, type Random, DEFAULT_BACKOFF, backoffDelay, withDefaults } from './common.js';
 
-/** The tid of our PING. One PING is outstanding at most, so one tid is reserved for it (upload uses 1..0x7FFE). */
+/** The tid of our PING. One PING is outstanding at most, so one tid is reserved for it (upload uses 1..0x7FFD, the BAOB sync 0x7FFE). */
 export const PING_TID = 0x7fff;
 
 export interface ConnectionTimings {

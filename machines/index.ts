@@ -6,6 +6,7 @@
  *   supervisor ─┬─ connection (NGTT only)   connection.ts
  *               ├─ upload (pathpoint data)  upload.ts  ─┐
  *               ├─ logs                     logs.ts    ─┼─ http.ts (one HTTPS request, retried)
+ *               ├─ baob (BAOB sync)         baob.ts    ─┤
  *               ├─ config, declarations ────────────────┘
  *               └─ order × N                order.ts
  *
@@ -18,4 +19,5 @@ export * from './http.js';
 export * from './order.js';
 export * from './upload.js';
 export * from './logs.js';
+export * from './baob.js';
 export * from './supervisor.js';

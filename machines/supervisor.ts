@@ -3,7 +3,8 @@
  * and routes traffic between NGTT and HTTPS. Parallel regions:
  *
  * ngtt   — disabled (the default) | enabled: the `connection` child, told to CONNECT.
- * upload — the `upload` child (pathpoint data); logs — the `logs` child.
+ * upload — the `upload` child (pathpoint data); logs — the `logs` child; baob — the `baob` child
+ *   (BAOB sync, machines/baob.ts: it follows the link, so every link that comes up syncs).
  *   Each long-lived child lives in `running` and is supervised the same way: if it fails (an
  *   exception in one of its actions, say), its region goes to `faulted` (tag `faulted`; FAULT
  *   emitted), restarts it after a backoff (1 s, 2 s … 60 s; the count starts over once a child
@@ -35,12 +36,13 @@
  *     resends, logs are best effort).
  *   ORDER.DONE → ORDER_CONFIRM / ORDER_REJECT {reason} with the order's tid, only on the
  *     connection it came in on (same epoch) and only if that is still up; the actor is stopped.
- *   BATCH.SETTLED, ORDER.EXECUTING, FAULT, RECOVERED → emitted.
+ *   SYNC_BAOB_RESPONSE → baob (BAOB.ANSWER); TRANSMIT from baob as from upload.
+ *   BATCH.SETTLED, BAOB.SYNCED, ORDER.EXECUTING, FAULT, RECOVERED → emitted.
  *
  * Emitted for the runtime (actor.on): SupervisorEmitted below. The runtime learns everything
  * from these; it never reads state names.
  *
- * Adding a long-lived child (a BAOB sync, say): name its actor in setup(), add its name to
+ * Adding a long-lived child (as `baob` was added): name its actor in setup(), add its name to
  * `Child` and a `restart<Name>` delay, give it a region like `logs` (`running` invoking it with
  * onError: childFailed(name), `faulted`: restartAfterBackoff(…)), add it to `linkAll` if it
  * follows the link, and send it what it needs from `connectionState` (e.g. SYNC whenever the
@@ -51,6 +53,7 @@ import { FrameType } from '../src/protocol/frames.js';
 import type { DeviceConfig, PathpointDeclaration } from '../src/protocol/messages.js';
 import { type BackoffOptions, type FaultReport, type InFrame, type Link, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from './common.js';
 import { type ConnectionInput, type ConnectionReport, type ConnectionState, connectionMachine } from './connection.js';
+import { type BaobReport, type BaobSyncSummary, baobMachine } from './baob.js';
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 import { type LogsReport, logsMachine } from './logs.js';
 import { type OrderDoneReport, type OrderReport, orderIdOf, orderMachine } from './order.js';
@@ -71,6 +74,8 @@ export interface SupervisorInput {
   connection?: ConnectionInput['timings'];
   /** The NGTT window of the upload. */
   upload?: { window?: number };
+  /** How long the BAOB sync waits for SYNC_BAOB_RESPONSE. */
+  baob?: { answerTimeoutMs?: number };
 }
 
 /** A live order actor. */
@@ -82,7 +87,7 @@ export interface OrderEntry {
   epoch?: number;
 }
 
-type Child = 'connection' | 'upload' | 'logs';
+type Child = 'connection' | 'upload' | 'logs' | 'baob';
 
 export interface SupervisorContext {
   ngttEnabled: boolean;
@@ -92,6 +97,7 @@ export interface SupervisorContext {
   retry: BackoffOptions;
   connectionTimings: ConnectionInput['timings'];
   window?: number;
+  baobAnswerTimeoutMs?: number;
   /** Where upload and logs send now (a restarted child starts there). */
   link: Link;
   /** The connection is authenticated, and its epoch. */
@@ -123,6 +129,8 @@ export type SupervisorCommand =
   /** `seq` grows with each call; DECLARED / DECLARE.REFUSED name the seq they settle. */
   | { type: 'DECLARE'; seq: number; declarations: PathpointDeclaration[] }
   | { type: 'REFRESH_CONFIG' }
+  /** Sync the BAOBs now; BAOB.SYNCED names the newest seq a finished sync covered. */
+  | { type: 'BAOB.SYNC'; seq: number }
   /** Flush upload and logs and close NGTT; the runtime stops the actor when it is done. */
   | { type: 'STOP' };
 
@@ -131,6 +139,7 @@ export type SupervisorEvent =
   | ConnectionReport
   | UploadReport
   | LogsReport
+  | BaobReport
   | OrderReport
   | ErrorActorEvent<unknown, string>;
 
@@ -147,6 +156,7 @@ export type SupervisorEmitted =
   | { type: 'DECLARED'; seq: number }
   | { type: 'DECLARE.REFUSED'; seq: number; status: number }
   | { type: 'FRAME'; frame: InFrame }
+  | ({ type: 'BAOB.SYNCED'; seq: number } & BaobSyncSummary)
   | FaultReport;
 
 /**
@@ -176,6 +186,7 @@ const running = {
   connection: stateIn({ ngtt: { enabled: 'running' } }),
   upload: stateIn({ upload: 'running' }),
   logs: stateIn({ logs: 'running' }),
+  baob: stateIn({ baob: 'running' }),
 } as unknown as Record<Child, never>;
 
 /*
@@ -188,7 +199,7 @@ const childFailed = (child: Child) => ({
   actions: { type: 'childFailed' as const, params: ({ event }: { event: { error?: unknown } }) => ({ child, error: event.error }) },
 });
 const stableAfterAMinute = (child: Child) => ({ stable: { actions: { type: 'childStable' as const, params: child } } });
-const restartAfterBackoff = <D extends 'restartConnection' | 'restartUpload' | 'restartLogs'>(child: Child, delay: D) => ({
+const restartAfterBackoff = <D extends 'restartConnection' | 'restartUpload' | 'restartLogs' | 'restartBaob'>(child: Child, delay: D) => ({
   tags: ['faulted'],
   after: { [delay]: 'running' } as Record<D, 'running'>,
   exit: { type: 'childRestarted' as const, params: child },
@@ -208,6 +219,7 @@ export const supervisorMachine = setup({
     connection: connectionMachine,
     upload: uploadMachine,
     logs: logsMachine,
+    baob: baobMachine,
     order: orderMachine,
     /** POST /v1/device/orders: resolves the decoded answer (a list of sections); rejects on any failure. */
     pollOrders: fromPromise<unknown, void>(async () => {
@@ -224,6 +236,7 @@ export const supervisorMachine = setup({
       enqueue.assign({ link });
       if (check(running.upload)) enqueue.sendTo('upload', { type: 'LINK', link });
       if (check(running.logs)) enqueue.sendTo('logs', { type: 'LINK', link });
+      if (check(running.baob)) enqueue.sendTo('baob', { type: 'LINK', link });
       enqueue.emit({ type: 'TRANSPORT', transport: link });
     }),
     toUpload: enqueueActions(({ enqueue, check }, event: { type: 'DATA' } | { type: 'FLUSH' }) => {
@@ -258,6 +271,8 @@ export const supervisorMachine = setup({
           enqueue.spawnChild('order', { id: key, input: { key, via: 'ngtt', tid: frame.tid, epoch: report.epoch, payload: frame.payload } });
           orders = [...orders, { key, id, via: 'ngtt', tid: frame.tid, epoch: report.epoch }];
           enqueue.emit({ type: 'ORDER.RECEIVED', key, id, via: 'ngtt' });
+        } else if (frame.type === FrameType.SYNC_BAOB_RESPONSE) {
+          if (check(running.baob)) enqueue.sendTo('baob', { type: 'BAOB.ANSWER', tid: frame.tid, payload: frame.payload });
         } else if (frame.type !== FrameType.DATA_STREAM_CONFIRM && frame.type !== FrameType.DATA_STREAM_REJECT) {
           enqueue.emit({ type: 'FRAME', frame });
         }
@@ -344,6 +359,7 @@ export const supervisorMachine = setup({
     restartConnection: ({ context }) => context.restartMs.connection,
     restartUpload: ({ context }) => context.restartMs.upload,
     restartLogs: ({ context }) => context.restartMs.logs,
+    restartBaob: ({ context }) => context.restartMs.baob,
     /** A child that ran this long without failing starts its restart backoff over. */
     stable: 60_000,
   },
@@ -358,13 +374,14 @@ export const supervisorMachine = setup({
     retry: withDefaults(DEFAULT_BACKOFF, input.retry),
     connectionTimings: input.connection,
     window: input.upload?.window,
+    baobAnswerTimeoutMs: input.baob?.answerTimeoutMs,
     link: 'none',
     ngttUp: false,
     epoch: 0,
     orders: [],
     orderSeq: 0,
-    restarts: { connection: 0, upload: 0, logs: 0 },
-    restartMs: { connection: 0, upload: 0, logs: 0 },
+    restarts: { connection: 0, upload: 0, logs: 0, baob: 0 },
+    restartMs: { connection: 0, upload: 0, logs: 0, baob: 0 },
   }),
   on: {
     'CONNECTION.STATE': { actions: { type: 'connectionState', params: ({ event }) => event } },
@@ -379,6 +396,12 @@ export const supervisorMachine = setup({
     'ORDER.EXECUTING': { actions: emit(({ event }) => event) },
     'ORDER.DONE': { actions: { type: 'orderDone', params: ({ event }) => event } },
     'BATCH.SETTLED': { actions: emit(({ event }) => event) },
+    'BAOB.SYNCED': { actions: emit(({ event }) => event) },
+    'BAOB.SYNC': {
+      actions: enqueueActions(({ enqueue, check, event }) => {
+        if (check(running.baob)) enqueue.sendTo('baob', { type: 'SYNC', seq: event.seq });
+      }),
+    },
     FAULT: { actions: emit(({ event }) => event) },
     RECOVERED: { actions: emit(({ event }) => event) },
     'xstate.error.actor.*': { actions: 'orderFailed' },
@@ -440,6 +463,21 @@ export const supervisorMachine = setup({
           after: stableAfterAMinute('logs'),
         },
         faulted: restartAfterBackoff('logs', 'restartLogs'),
+      },
+    },
+    baob: {
+      initial: 'running',
+      states: {
+        running: {
+          invoke: {
+            id: 'baob',
+            src: 'baob',
+            input: ({ context }) => ({ random: context.random, retry: context.retry, link: context.link, answerTimeoutMs: context.baobAnswerTimeoutMs }),
+            onError: childFailed('baob'),
+          },
+          after: stableAfterAMinute('baob'),
+        },
+        faulted: restartAfterBackoff('baob', 'restartBaob'),
       },
     },
     route: {

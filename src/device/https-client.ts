@@ -4,7 +4,7 @@
  * Errors are HttpError; `retryable` follows the spec: 4xx no, 5xx and no connection yes.
  */
 import * as https from 'node:https';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { decode, encode } from '../minijson/index.js';
 import {
   parseSections,
@@ -115,11 +115,11 @@ export class DeviceHttpsClient {
    * timeout, `signal` aborted — and with HttpError (the status, retryable) when a 2xx body
    * cannot be decoded: a broken answer is treated like a 5xx.
    */
-  send(method: string, path: string, body?: Uint8Array, options: RequestOptions = {}): Promise<{ status: number; body: unknown }> {
+  send(method: string, path: string, body?: Uint8Array, options: RequestOptions = {}): Promise<HttpAnswer> {
     const url = new URL(path, this.base);
     const headers: Record<string, string | number> = { Accept: `${MINIJSON_TYPE}, application/json;q=0.5` };
     if (body) {
-      headers['Content-Type'] = MINIJSON_TYPE;
+      headers['Content-Type'] = options.contentType ?? MINIJSON_TYPE;
       headers['Content-Length'] = body.length;
     }
     const signal = options.signal;
@@ -131,6 +131,10 @@ export class DeviceHttpsClient {
           this.counters.bytesReceived += bytes.length;
           const status = res.statusCode ?? 0;
           let answer: unknown;
+          if (options.raw && status >= 200 && status < 300) {
+            resolve({ status, body: bytes, headers: res.headers });
+            return;
+          }
           try {
             answer = decodeBody(res, bytes);
           } catch (error) {
@@ -140,7 +144,7 @@ export class DeviceHttpsClient {
             }
             answer = bytes.toString('utf8'); // an error page from a proxy, say
           }
-          resolve({ status, body: answer });
+          resolve({ status, body: answer, headers: res.headers });
         }, fail);
       });
       const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' })), this.timeoutMs);
@@ -164,6 +168,17 @@ export class DeviceHttpsClient {
 export interface RequestOptions {
   /** Aborting it ends the request at once (it rejects with HttpError, code ABORT_ERR). */
   signal?: AbortSignal;
+  /** The body's Content-Type. Default MiniJSON. */
+  contentType?: string;
+  /** A 2xx answer's body is handed over as the bytes (a Buffer), not decoded: e.g. a BAOB. */
+  raw?: boolean;
+}
+
+/** Any HTTP answer: its status, the decoded body (bytes with `raw`), and the headers (lower-case names). */
+export interface HttpAnswer {
+  status: number;
+  body: unknown;
+  headers: IncomingHttpHeaders;
 }
 
 /** ": <text>" from a `{status: "<text>"}` error body (spec §9), if there is one. */

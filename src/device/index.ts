@@ -16,7 +16,11 @@ export {
   type DeviceFault,
   type FaultSource,
   type WaitOptions,
+  type DeviceBaobs,
+  type DeviceBaobSyncResult,
 } from './ngtt-device.js';
+export type { DeviceBaob, DeviceBaobInfo } from './baob-store.js';
+export type { DeviceBaobEvent } from './baob-io.js';
 export { NgttConnection, DataStreamRejectedError, type NgttConnectionOptions, type NgttConnectionEvents, type NgttConnectionFault, type NgttOrder } from './ngtt-connection.js';
 export { PathpointError, type OrderHandlers, type HandlerContext } from './executor.js';
 export { HttpError, DeviceHttpsClient } from './https-client.js';

@@ -15,6 +15,7 @@ import { EventEmitter } from 'node:events';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import { type InspectionEvent, type Observer, type Subscription, createActor, fromPromise } from 'xstate';
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from '../../machines/common.js';
+import { type BaobSyncSummary, baobMachine } from '../../machines/baob.js';
 import { connectionMachine, type ConnectionInput, type ConnectionState } from '../../machines/connection.js';
 import { logsMachine, type NextLogs } from '../../machines/logs.js';
 import { orderMachine, type OrderDoneReport } from '../../machines/order.js';
@@ -23,10 +24,13 @@ import { type SupervisorActor, type SupervisorEmitted, supervisorMachine } from 
 import { uploadMachine } from '../../machines/upload.js';
 import { readDeviceIdentity } from '../pki/identity.js';
 import type { DeviceConfig, PathpointDeclaration, PathpointScalar, PathpointSeries } from '../protocol/index.js';
+import { baobIo, type DeviceBaobEvent } from './baob-io.js';
+import { SqliteBaobStore, type DeviceBaob, type DeviceBaobInfo } from './baob-store.js';
 import { openDeviceDatabase, type DeviceDatabase } from './database.js';
 import { SqliteExecutedOrders } from './executed-orders.js';
+import { SqliteMessageReceipts } from './message-receipts.js';
 import { OrderExecutor, type ExecutorOptions, type OrderHandlers } from './executor.js';
-import { httpIo } from './http-io.js';
+import { httpIo, observedCall, runRetried } from './http-io.js';
 import { emitIsolated } from './isolated-emit.js';
 import { DeviceHttpsClient, HttpError } from './https-client.js';
 import { LogShipper } from './log-shipper.js';
@@ -96,6 +100,34 @@ export interface NgttDeviceOptions extends DeviceTlsOptions {
   logService?: string;
   /** Jitter source. Default Math.random. */
   random?: () => number;
+  /** How long a BAOB sync over NGTT waits for SYNC_BAOB_RESPONSE before it counts as failed (and is retried). Default 60 s. */
+  baobAnswerTimeoutMs?: number;
+}
+
+/** What a BAOB sync did: the keys that changed, by direction. */
+export type DeviceBaobSyncResult = BaobSyncSummary;
+
+/**
+ * The device's BAOBs (spec §11), `device.baobs`: files shared with the server (configuration,
+ * scripts, firmware), each a key with bytes and a version, kept in the spool's database.
+ */
+export interface DeviceBaobs {
+  /** The value held now, or undefined. */
+  get(key: string): DeviceBaob | undefined;
+  /**
+   * Stores a new value: the version goes up by one (a new key starts at 0), and a sync follows,
+   * which uploads it if the server's version is lower. A key the server does not hold is deleted
+   * on the device by the next sync (spec §11): devices change BAOBs the server published.
+   * Returns the new version. Throws TypeError for an unusable key or value.
+   */
+  put(key: string, bytes: Uint8Array | string): number;
+  list(): DeviceBaobInfo[];
+  /**
+   * Syncs now (or right after the sync running): resolves with what that sync changed. A failing
+   * sync is retried with backoff; this rejects only when `signal` aborts, `timeoutMs` (default
+   * 60 s) passes or the device closes.
+   */
+  sync(options?: WaitOptions): Promise<DeviceBaobSyncResult>;
 }
 
 export type ConnectionStateName = 'disabled' | ConnectionState;
@@ -113,7 +145,8 @@ export type DeviceOrderEvent =
  * not be stored, or unreadable rows were set aside), `https` (the server answered with an
  * error or not at all), `config`, `declarations`, `order`, `handler` (an order handler threw
  * something other than PathpointError, or ignored its abort), `listener` (one of your event
- * listeners threw), `supervisor` (restarted).
+ * listeners threw), `supervisor` (restarted), `baob` (a BAOB sync failed and is retried),
+ * `message-receipt` (the server refused a message order's receipt).
  */
 export type FaultSource = string;
 
@@ -131,6 +164,8 @@ export interface NgttDeviceEvents {
   state: [state: ConnectionStateName, detail: { reason?: string; delayMs?: number }];
   transport: [transport: Transport];
   'values-confirmed': [count: number];
+  /** A BAOB changed by a sync: downloaded (a newer version from the server), deleted (the server has none), uploaded. */
+  baob: [event: DeviceBaobEvent];
   /** Something went wrong and was contained; status().faults tells what is still failing. */
   fault: [fault: DeviceFault];
   /** The same faults as Error objects, for those who listen to 'error' (never thrown when nobody does). */
@@ -194,6 +229,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   readonly deviceId: string;
   /** The last configuration fetched (GET /v1/device), once there is one. */
   config: DeviceConfig | undefined;
+  /** The BAOBs (spec §11); usable from start() to close(). */
+  readonly baobs: DeviceBaobs;
 
   private readonly log: Logger;
   private readonly counters: TrafficCounters = { bytesSent: 0, bytesReceived: 0 };
@@ -216,6 +253,14 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private db?: DeviceDatabase;
   private spool?: SqliteSpool;
   private executed?: SqliteExecutedOrders;
+  private baobStore?: SqliteBaobStore;
+  private baobWaiters: Waiter<DeviceBaobSyncResult>[] = [];
+  private baobSeq = 0;
+  private baobSyncScheduled = false;
+  /** Message receipts not yet answered by the server (durable), and the abort of those being sent (close()). */
+  private pendingReceipts?: SqliteMessageReceipts;
+  private receiptRequest?: ReturnType<typeof httpIo>['messageReceipt'];
+  private readonly receipts = new AbortController();
   private client?: DeviceHttpsClient;
   private machine?: ReturnType<NgttDevice['provideMachines']>;
   private actor?: SupervisorActor;
@@ -229,6 +274,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private declareSeq = 0;
   /** The last HTTPS failure per request, for the message of a wait that times out. */
   private readonly lastHttpError = new Map<string, string>();
+  /** The last fault a machine reported, by source (e.g. `baob`), for the same. */
+  private readonly lastFault = new Map<string, string>();
   /** Internal: something the close() waits look at has changed. */
   private readonly changes = new EventEmitter();
 
@@ -247,6 +294,20 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
       maxBatchAgeMs: options.logs?.maxBatchAgeMs,
       onRecord: () => this.scheduleShipping(),
     });
+    this.baobs = {
+      get: (key) => this.openBaobs().get(key),
+      put: (key, bytes) => {
+        const version = this.openBaobs().put(key, bytes);
+        this.scheduleBaobSync();
+        return version;
+      },
+      list: () => this.openBaobs().list(),
+      sync: async (options = {}) => {
+        const actor = this.accepting();
+        const seq = ++this.baobSeq;
+        return this.waitFor(this.baobWaiters, seq, 'a BAOB sync', 'baob', options, () => actor.send({ type: 'BAOB.SYNC', seq }));
+      },
+    };
   }
 
   /**
@@ -273,6 +334,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
       onUnreadable: (_, reason) => this.fault('spool', reason),
     });
     this.executed = SqliteExecutedOrders.open(this.db);
+    this.baobStore = SqliteBaobStore.open(this.db);
+    this.pendingReceipts = new SqliteMessageReceipts(this.db);
     this.client = new DeviceHttpsClient({
       baseUrl: o.httpsUrl ?? `https://${o.host}:${o.httpsPort ?? DEFAULT_HTTPS_PORT}`,
       ca: o.ca,
@@ -283,6 +346,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     });
     this.machine = this.provideMachines();
     this.startSupervisor();
+    // Receipts the last run could not deliver.
+    for (const uuid of this.pendingReceipts.pending()) this.sendReceipt(uuid);
     return this;
   }
 
@@ -373,15 +438,17 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private provideMachines() {
     const o = this.options;
     const spool = this.spool!;
+    const http = httpIo(this.client!, (what, outcome) => this.observeHttp(what, outcome));
+    this.receiptRequest = http.messageReceipt;
     const executor = new OrderExecutor({
       ...o.executor,
-      handlers: o.handlers,
+      handlers: this.withMessageReceipts(o.handlers),
       // A reading is in the spool before its order counts as done.
       onReading: (path, value) => this.store([{ path, values: [value] }]),
       onFault: (error) => this.fault('handler', error.message),
       log: this.log,
     });
-    const http = httpIo(this.client!, (what, outcome) => this.observeHttp(what, outcome));
+    const call = observedCall(this.client!, (what, outcome) => this.observeHttp(what, outcome));
     return supervisorMachine.provide({
       actors: {
         connection: connectionMachine.provide({
@@ -400,6 +467,9 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
           actions: { putBack: (_, { records }) => this.shipper.putBack(records) },
         }),
         order: orderMachine.provide({ actors: orderIo(this.executed!, executor) }),
+        baob: baobMachine.provide({
+          actors: baobIo(this.baobStore!, call, { random: this.random, retry: this.retry }, (event) => this.emit('baob', event)),
+        }),
         pollOrders: http.pollOrders,
         fetchConfig: http.fetchConfig,
         declarePathpoints: http.declarePathpoints,
@@ -424,6 +494,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
         retry: o.retry,
         connection: o.timings,
         upload: { window: o.upload?.window },
+        baob: { answerTimeoutMs: o.baobAnswerTimeoutMs },
       },
     }));
     this.subscriptions.push(
@@ -493,11 +564,17 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
         return this.settle(this.declareWaiters, e.seq, (w) => w.resolve());
       case 'DECLARE.REFUSED':
         return this.settle(this.declareWaiters, e.seq, (w) => w.reject(new HttpError(`pathpoint declarations refused: HTTP ${e.status}`, e.status, false)));
+      case 'BAOB.SYNCED': {
+        const { type: _, seq, ...result } = e;
+        return this.settle(this.baobWaiters, seq, (w) => w.resolve(result));
+      }
       case 'FRAME':
         return void this.log.debug({ type: e.frame.type, tid: e.frame.tid }, 'frame ignored');
       case 'FAULT':
+        this.lastFault.set(e.source, e.error);
         return this.fault(e.source, e.error, { active: true });
       case 'RECOVERED':
+        this.lastFault.delete(e.source);
         return this.recovered(e.source);
     }
   }
@@ -556,7 +633,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   }
 
   private lastHttpText(what: string): string {
-    const last = this.lastHttpError.get(what);
+    const last = this.lastHttpError.get(what) ?? this.lastFault.get(what);
     return last ? ` (${last})` : '';
   }
 
@@ -632,6 +709,67 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     });
   }
 
+  /** The BAOB store while the device runs; throws (for the caller) otherwise. */
+  private openBaobs(): SqliteBaobStore {
+    if (!this.started) throw new Error('device not started: call start()');
+    if (this.stopped) throw new Error('device is closed');
+    return this.baobStore!;
+  }
+
+  /** put()s in one turn ask for one sync. */
+  private scheduleBaobSync(): void {
+    if (this.baobSyncScheduled) return;
+    this.baobSyncScheduled = true;
+    queueMicrotask(() => {
+      this.baobSyncScheduled = false;
+      if (!this.stopped) this.actor?.send({ type: 'BAOB.SYNC', seq: this.baobSeq });
+    });
+  }
+
+  /**
+   * A message order (spec §6) tells the server it was received, as the deployed client does:
+   * after the handler ran, `POST /v1/device/orders/message/<uuid>`, retried with backoff (the
+   * HTTP retry machine) until it is answered or the device closes. The order does not wait for
+   * it: its ack goes on the order's own transport. The receipt is stored first and kept until
+   * the server answered it: one cut short by close() goes out after the next start.
+   */
+  private withMessageReceipts(handlers: OrderHandlers): OrderHandlers {
+    const onMessage = handlers.onMessage;
+    if (!onMessage) return handlers;
+    return {
+      ...handlers,
+      onMessage: async (uuid, context) => {
+        await onMessage.call(handlers, uuid, context);
+        try {
+          this.pendingReceipts!.add(uuid);
+        } catch (error) {
+          this.fault('message-receipt', `the receipt of message ${uuid} could not be stored: ${errorText(error)}; sending it anyway`, { error });
+        }
+        this.sendReceipt(uuid);
+      },
+    };
+  }
+
+  private sendReceipt(uuid: string): void {
+    const forget = () => {
+      try {
+        this.pendingReceipts?.remove(uuid);
+      } catch (error) {
+        this.log.warn({ uuid, err: error }, 'a delivered message receipt could not be removed; it is sent again after a restart');
+      }
+    };
+    runRetried(this.receiptRequest!, { uuid }, { random: this.random, retry: this.retry, signal: this.receipts.signal }).then(
+      (answer) => {
+        forget();
+        if (answer.outcome === 'refused') this.fault('message-receipt', `the server refused the receipt of message ${uuid}: ${answer.error ?? `HTTP ${answer.status}`}${statusText(answer.body)}`);
+      },
+      (error) => {
+        if (this.receipts.signal.aborted) this.log.info({ uuid }, 'device closed before the server took the receipt of a message order; sent after the next start');
+        else this.fault('message-receipt', `the receipt of message ${uuid} failed: ${errorText(error)}`, { error });
+      },
+    );
+  }
+
   private scheduleShipping(): void {
     // Before start() the shipper keeps the records; close() hands over the last ones itself.
     if (this.shipScheduled || !this.actor) return;
@@ -658,12 +796,14 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     this.actor?.stop();
     this.actor = undefined;
     const closed = new Error('device is closed');
-    for (const w of [...this.configWaiters, ...this.declareWaiters]) w.reject(closed);
+    for (const w of [...this.configWaiters, ...this.declareWaiters, ...this.baobWaiters]) w.reject(closed);
+    this.receipts.abort(closed);
     this.client?.close();
     try {
       await spool.close(); // rejects push() calls waiting for room
     } finally {
       this.executed?.close();
+      this.baobStore?.close();
       this.db?.close();
     }
   }

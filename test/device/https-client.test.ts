@@ -156,9 +156,10 @@ t.test('send: any answer with its decoded body; JSON {status} errors; garbage su
   t.teardown(server.close);
   const api = client(server.port, { timeoutMs: 2000 });
   t.teardown(() => api.close());
-  t.same(await api.send('GET', '/v1/device'), { status: 200, body: { ok: true } }, 'JSON answers are understood');
+  t.match(await api.send('GET', '/v1/device'), { status: 200, body: { ok: true }, headers: { 'content-type': 'application/json' } }, 'JSON answers are understood; headers come along');
+  t.same((await api.send('GET', '/v1/device', undefined, { raw: true })).body, Buffer.from('{"ok":true}'), 'raw: the bytes as sent');
   reply = (res) => res.writeHead(409, { 'Content-Type': 'application/json' }).end('{"status":"declarations conflict"}');
-  t.same(await api.send('PUT', '/v1/device/pathpoints', encode([])), { status: 409, body: { status: 'declarations conflict' } });
+  t.match(await api.send('PUT', '/v1/device/pathpoints', encode([])), { status: 409, body: { status: 'declarations conflict' } });
   t.match(await errorOf(api.request('PUT', '/v1/device/pathpoints', encode([]))), { status: 409, message: /HTTP 409: declarations conflict$/ });
   reply = (res) => res.writeHead(200, { 'Content-Type': 'application/minijson' }).end(Buffer.from([0x07, 0xff]));
   t.match(await errorOf(api.send('GET', '/v1/device')), { name: 'HttpError', status: 200, retryable: true, message: /undecodable answer/ });

@@ -4,6 +4,10 @@ import { FrameType, frameTypeName } from '../../src/protocol/frames.js';
 import type { LogRecord, PathpointDeclaration } from '../../src/protocol/messages.js';
 import type { HttpResult } from '../../machines/common.js';
 import {
+  type ApplyBaobPlanInput,
+  type BaobSyncSummary,
+  BAOB_SYNC_TID,
+  baobMachine,
   type ExecuteInput,
   type NextLogs,
   type OrderOutcome,
@@ -44,6 +48,8 @@ function start(input: Partial<SupervisorInput> = {}, faults: Faults = {}) {
   const declares = manualPromise<{ declarations: PathpointDeclaration[] }, HttpResult>();
   const configs = manualPromise<void, HttpResult>();
   const logPuts = manualPromise<{ records: LogRecord[] }, HttpResult>();
+  const baobPlans = manualPromise<{ versions: Record<string, number> }, HttpResult>();
+  const baobReads = manualPromise<void, Record<string, number>>();
   let uploadThrows = faults.uploadReport ?? 0;
   const machine = supervisorMachine.provide({
     actors: {
@@ -82,6 +88,14 @@ function start(input: Partial<SupervisorInput> = {}, faults: Faults = {}) {
             }
           : {},
       }),
+      // BAOB sync waits for the test to hand it the local versions (test/machines/baob.test.ts covers the machine).
+      baob: baobMachine.provide({
+        actors: {
+          localVersions: baobReads.logic,
+          planHttps: retrying(baobPlans.logic),
+          applyPlan: fromPromise<BaobSyncSummary, ApplyBaobPlanInput>(async () => ({ downloaded: [], uploaded: [], deleted: [] })),
+        },
+      }),
       pollOrders: polls.logic,
       fetchConfig: retrying(configs.logic),
       declarePathpoints: retrying(declares.logic),
@@ -104,13 +118,13 @@ function start(input: Partial<SupervisorInput> = {}, faults: Faults = {}) {
     await settle();
   };
   const events = (type: SupervisorEmitted['type']) => emitted.filter((e) => e.type === type);
-  return { actor, clock, sockets, trace, emitted, events, spool, logBuffer, polls, posts, executes, declares, configs, logPuts, snap, child, last, wire, push, tick };
+  return { actor, clock, sockets, trace, emitted, events, spool, logBuffer, polls, posts, executes, declares, configs, logPuts, baobPlans, baobReads, snap, child, last, wire, push, tick };
 }
 
 t.test('NGTT disabled (the default): HTTPS polling and posting, no socket', async (t) => {
   const s = start();
   await settle();
-  t.same(s.snap().value, { ngtt: 'disabled', upload: 'running', logs: 'running', route: { https: 'polling' }, config: 'fetching', declarations: 'idle' });
+  t.same(s.snap().value, { ngtt: 'disabled', upload: 'running', logs: 'running', baob: 'running', route: { https: 'polling' }, config: 'fetching', declarations: 'idle' });
   t.equal(s.sockets.length, 0);
   t.same(s.events('TRANSPORT'), [{ type: 'TRANSPORT', transport: 'https' }]);
   s.configs.calls[0].resolve({ status: 200, body: { device_id: 'dev-1' } });
@@ -210,8 +224,8 @@ t.test('NGTT up: orders, data and logs over NGTT; FETCH_ORDERS first', async (t)
   const reject = s.last().commands.at(-1);
   t.same(reject, { type: 'SEND', frame: { type: FrameType.ORDER_REJECT, tid: 5, payload: { reason: 'no such pathpoint' } } });
 
-  s.last().frame({ type: FrameType.SYNC_BAOB_RESPONSE, tid: 9, payload: { download: [], upload: [] } });
-  t.match(s.emitted.at(-1), { type: 'FRAME', frame: { type: FrameType.SYNC_BAOB_RESPONSE, tid: 9 } }, 'other frames go to the runtime');
+  s.last().frame({ type: 99, tid: 9, payload: 'x' });
+  t.match(s.emitted.at(-1), { type: 'FRAME', frame: { type: 99, tid: 9 } }, 'other frames go to the runtime');
   t.equal(s.polls.calls.length, 0, 'never polled');
 });
 
@@ -467,4 +481,48 @@ t.test('fault: the connection machine fails — restarted, reconnects', async (t
   sockets[1].emit({ type: 'SOCKET.OPEN' });
   t.match(actor.getSnapshot().value, { ngtt: { enabled: 'running' }, route: 'ngtt' });
   actor.stop();
+});
+
+t.test('BAOB sync: after every (re)connect over NGTT (reserved tid), on the HTTPS fallback, and on demand', async (t) => {
+  const s = start({ ngtt: true });
+  await settle();
+  t.equal(s.baobReads.calls.length, 0, 'no sync without a link');
+  s.last().emit({ type: 'SOCKET.OPEN' });
+  await settle();
+  t.equal(s.baobReads.calls.length, 1, 'connected: sync');
+  s.baobReads.calls[0].resolve({ cfg: 2 });
+  await settle();
+  const request = s.last().commands.find((c) => c.type === 'SEND' && c.frame.type === FrameType.SYNC_BAOB_REQUEST);
+  t.match(request, { frame: { tid: BAOB_SYNC_TID, payload: { cfg: 2 } } }, 'SYNC_BAOB_REQUEST {key: version} on the reserved tid');
+  s.last().frame({ type: FrameType.SYNC_BAOB_RESPONSE, tid: BAOB_SYNC_TID, payload: { download: [], upload: [] } });
+  await settle();
+  t.same(s.events('BAOB.SYNCED'), [{ type: 'BAOB.SYNCED', seq: 0, downloaded: [], uploaded: [], deleted: [] }], 'the answer reaches the baob child, not the runtime as FRAME');
+  t.equal(s.events('FRAME').length, 0);
+
+  s.actor.send({ type: 'BAOB.SYNC', seq: 1 });
+  await settle();
+  t.equal(s.baobReads.calls.length, 2, 'on demand');
+  s.baobReads.calls[1].resolve({});
+  await settle();
+  s.last().frame({ type: FrameType.SYNC_BAOB_RESPONSE, tid: BAOB_SYNC_TID, payload: { download: [], upload: [] } });
+  await settle();
+  t.match(s.events('BAOB.SYNCED').at(-1), { seq: 1 });
+
+  s.last().emit({ type: 'SOCKET.CLOSED', error: 'ECONNRESET' });
+  await s.tick(60_000);
+  s.last().emit({ type: 'SOCKET.OPEN' });
+  await settle();
+  t.equal(s.baobReads.calls.length, 3, 'reconnected: sync again');
+});
+
+t.test('BAOB sync over HTTPS when NGTT is off', async (t) => {
+  const s = start();
+  await settle();
+  t.equal(s.baobReads.calls.length, 1, 'the HTTPS link syncs at start');
+  s.baobReads.calls[0].resolve({ cfg: 1 });
+  await settle();
+  t.same(s.baobPlans.calls.map((c) => c.input), [{ versions: { cfg: 1 } }]);
+  s.baobPlans.calls[0].resolve({ status: 200, body: { should_download: [], should_upload: [], should_delete: [] } });
+  await settle();
+  t.equal(s.events('BAOB.SYNCED').length, 1);
 });
