@@ -99,8 +99,12 @@ t.test('ngtt server: user mistakes are one line', async (t) => {
   t.match(await run(runServer, '--pki', join(dir, 'absent')), { code: 1, err: /does not exist/ });
   t.match(await run(runServer, '--ca', 'x'), { code: 2, err: /go together/ });
   t.match(await run(runServer, '--port', 'http'), { code: 2, err: /--port must be/ });
-  t.match(await run(runServer, '--store', 'redis'), { code: 2, err: /--store must be sqlite or rabbitmq/ });
+  t.match(await run(runServer, '--store', 'redis'), { code: 2, err: /--store must be sqlite, postgres or rabbitmq/ });
   t.match(await run(runServer, '--sink'), { code: 2, err: /need --store rabbitmq/ });
   t.match(await run(runServer, '--store', 'rabbitmq', '--amqp-url', 'http://x'), { code: 2, err: /amqp:\/\/ or amqps:\/\// });
   t.match(await run(runServer, '--store', 'rabbitmq', '--order-queues', 'lazy'), { code: 2, err: /--order-queues must be/ });
+  t.match(await run(runServer, '--store', 'postgres'), { code: 2, err: /--store postgres needs --pg-url/ });
+  t.match(await run(runServer, '--pg-url', 'postgres://x/y'), { code: 2, err: /--pg-url needs --store postgres or --store rabbitmq/ });
+  t.match(await run(runServer, '--store', 'postgres', '--pg-url', 'mysql://x/y'), { code: 2, err: /postgres:\/\/ or postgresql:\/\// });
+  t.match(await run(runServer, '--store', 'postgres', '--pg-url', 'postgres://x/y', '--memory'), { code: 2, err: /exclude each other/ });
 });
