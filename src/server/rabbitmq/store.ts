@@ -8,8 +8,13 @@
  *   - orders: one queue per device; `openOrderSource` consumes it with prefetch = the NGTT window
  *     (single active consumer), `settle` acks, `close` hands the unsettled back;
  *     `takeQueuedOrders` (HTTPS poll) takes every ready message with basic.get;
- *   - uploads: `ingest` resolves once the broker confirmed the pathpoint data (so the session's
- *     DATA_STREAM_CONFIRM follows the broker's confirm); logs are published best effort.
+ *   - uploads: `ingest` resolves once the broker confirmed the pathpoint data and the logs (so
+ *     the session's DATA_STREAM_CONFIRM follows the broker's confirm).
+ *
+ * With a shared `local` (PostgresStore, issue #16) no process keeps state of its own: every
+ * gateway reads and writes config, declarations, BAOBs and its order events in the database,
+ * and any number of sinks store data, logs and the history there, exactly once by the
+ * database's unique batch keys. What follows describes a LocalStore (SQLite or memory):
  *
  * What a broker cannot answer comes from `local` (a LocalStore: SQLite or memory):
  *   - order history (listOrders, getOrder): every enqueue, settle and poll is published to
