@@ -3,7 +3,11 @@
  * Used by the fleet tests: gateways and sinks of one prefix, on RabbitMQ and PostgreSQL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { NGTT, ROOT } from './cli.js';
+import type { TestPki } from './server-fixture.js';
 
 export interface GatewayProcess {
   name: string;
@@ -49,4 +53,14 @@ export async function adminCall<T = Record<string, unknown>>(g: { adminPort: num
   const r = await fetch(`http://127.0.0.1:${g.adminPort}/v1/admin${path}`, init);
   if (!r.ok) throw new Error(`admin ${method} ${path}: HTTP ${r.status} ${await r.text()}`);
   return r.json() as Promise<T>;
+}
+
+/** The server's PEM files in a fresh temp folder, as `ngtt server --ca --cert --key` reads them; `remove` deletes it. */
+export async function writeServerPem(pki: TestPki): Promise<{ args: string[]; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'ngtt-server-pem-'));
+  const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
+  await writeFile(files.ca, pki.ca.cert);
+  await writeFile(files.cert, pki.server.cert);
+  await writeFile(files.key, pki.server.key, { mode: 0o600 });
+  return { args: ['--ca', files.ca, '--cert', files.cert, '--key', files.key], remove: () => rm(dir, { recursive: true, force: true }) };
 }

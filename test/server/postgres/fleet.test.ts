@@ -4,14 +4,11 @@
  * PostgreSQL (a fresh database). Queues: a fresh prefix, deleted at the end (also on failure);
  * two device queues in all, so the quorum queues stay far within the broker's file handles.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import amqp from 'amqplib';
 import t from 'tap';
 import { FrameType } from '../../../src/protocol/index.js';
 import { topology } from '../../../src/server/rabbitmq/index.js';
-import { adminCall, startGatewayProcess, type GatewayProcess } from '../../helpers/gateway-process.js';
+import { adminCall, startGatewayProcess, writeServerPem, type GatewayProcess } from '../../helpers/gateway-process.js';
 import { PG_SKIP_REASON, postgresReachable, query, testDatabase } from '../../helpers/postgres.js';
 import { BROKER_URL, brokerReachable, cleanup, order, SKIP_REASON, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
 import { RawDevice } from '../../helpers/raw-device.js';
@@ -24,11 +21,7 @@ if (!(await brokerReachable())) {
   t.plan(0, PG_SKIP_REASON);
 } else {
   const pki = await makePki();
-  const dir = await mkdtemp(join(tmpdir(), 'ngtt-pg-fleet-'));
-  const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
-  await writeFile(files.ca, pki.ca.cert);
-  await writeFile(files.cert, pki.server.cert);
-  await writeFile(files.key, pki.server.key, { mode: 0o600 });
+  const pem = await writeServerPem(pki);
   const prefix = uniquePrefix();
   const topo = topology({ prefix });
   const pgUrl = await testDatabase(t);
@@ -37,12 +30,12 @@ if (!(await brokerReachable())) {
   t.teardown(async () => {
     for (const p of processes) await p.kill();
     await cleanup(topo, devices);
-    await rm(dir, { recursive: true, force: true });
+    await pem.remove();
   });
 
   const start = async (name: string, sink = false) => {
     const args = ['--store', 'rabbitmq', '--amqp-url', BROKER_URL, '--amqp-prefix', prefix, '--pg-url', pgUrl, ...(sink ? ['--sink'] : [])];
-    const p = await startGatewayProcess(name, [...args, '--ca', files.ca, '--cert', files.cert, '--key', files.key]);
+    const p = await startGatewayProcess(name, [...args, ...pem.args]);
     processes.push(p);
     return p;
   };
