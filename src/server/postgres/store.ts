@@ -87,6 +87,8 @@ export class PostgresStore implements Store {
   private readonly health = new Availability();
   private healthTimer: NodeJS.Timeout | null = null;
   private checking: Promise<void> | null = null;
+  /** In-flight orders whose requeue failed while the database was unreachable. */
+  private readonly requeueLater = new Set<string>();
   private closed = false;
 
   private constructor(
@@ -157,7 +159,15 @@ export class PostgresStore implements Store {
       return r.rowCount === 1;
     },
     requeue: async (orderIds: string[]): Promise<void> => {
-      if (orderIds.length) await this.q(`UPDATE orders SET state = 'queued' WHERE order_id = ANY($1) AND state = 'in-flight'`, [orderIds]);
+      if (!orderIds.length) return;
+      try {
+        await this.q(`UPDATE orders SET state = 'queued' WHERE order_id = ANY($1) AND state = 'in-flight'`, [orderIds]);
+      } catch (err) {
+        // The connection closes because the database is gone: these go back once it is reachable
+        // again (checkLink), not only at the next start.
+        for (const id of orderIds) this.requeueLater.add(id);
+        this.opts.logger?.warn({ err, orders: orderIds.length }, 'in-flight orders not requeued yet (database unreachable); retrying when it is back');
+      }
     },
   });
 
@@ -431,6 +441,11 @@ export class PostgresStore implements Store {
     return (this.checking ??= (async () => {
       try {
         await this.pool.query('SELECT 1');
+        if (this.requeueLater.size) {
+          const ids = [...this.requeueLater];
+          await this.pool.query(`UPDATE orders SET state = 'queued' WHERE order_id = ANY($1) AND state = 'in-flight'`, [ids]);
+          for (const id of ids) this.requeueLater.delete(id);
+        }
         if (!this.health.available()) this.opts.logger?.info({}, 'PostgreSQL reachable again');
         this.health.set('database', true);
       } catch (err) {

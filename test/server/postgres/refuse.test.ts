@@ -8,6 +8,7 @@ import t from 'tap';
 import { FrameType } from '../../../src/protocol/index.js';
 import { openPostgresStore } from '../../../src/server/postgres/index.js';
 import { PG_ADMIN_URL, PG_SKIP_REASON, postgresReachable, query, testDatabase } from '../../helpers/postgres.js';
+import { waitFor } from '../../helpers/rabbitmq.js';
 import { RawDevice } from '../../helpers/raw-device.js';
 import { makePki, startTestServer } from '../../helpers/server-fixture.js';
 import { ResponseError, SmokHttpClient } from '../../helpers/smok-http.js';
@@ -32,6 +33,9 @@ if (!(await postgresReachable())) {
     const device = await RawDevice.connect(server.ngttPort, creds);
     device.send(1, FrameType.DATA_STREAM, [{ path: 'W1', values: [[1, 1]] }]);
     await device.takeType(FrameType.DATA_STREAM_CONFIRM, 1);
+    const orderId = await server.enqueueOrder('dev', [{ orders: [{ type: 'write', path: 'W1', value: 1 }], disposition: 0 }]);
+    device.send(0, FrameType.FETCH_ORDERS);
+    t.equal((await device.takeOrder()).id, orderId, 'an order in flight when the database goes');
     t.match(await http.get('/v1/device'), { device_id: 'dev' });
 
     const cut = async (allow: boolean) => {
@@ -55,5 +59,10 @@ if (!(await postgresReachable())) {
     await again.takeType(FrameType.DATA_STREAM_CONFIRM, 2);
     t.match(await http.get('/v1/device'), { device_id: 'dev' }, 'HTTPS serves again');
     t.same((await store.readData('dev')).map((s) => s.values), [[[1, 1]], [[2, 2]]]);
+    again.send(0, FrameType.FETCH_ORDERS);
+    const redelivered = await again.takeOrder();
+    t.equal(redelivered.id, orderId, 'the order in flight during the outage is delivered again');
+    again.send(redelivered.tid, FrameType.ORDER_CONFIRM);
+    await waitFor(async () => (await store.getOrder(orderId))?.state === 'confirmed', 'the order to be confirmed');
   });
 }
