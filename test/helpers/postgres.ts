@@ -58,3 +58,18 @@ export async function query<R extends pg.QueryResultRow = pg.QueryResultRow>(url
     await c.end().catch(() => {});
   }
 }
+
+/**
+ * A real outage of one test database (others untouched): `false` stops it accepting connections
+ * and ends every session on it; `true` lets clients in again.
+ */
+export async function setDatabaseReachable(url: string, reachable: boolean): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  await query(PG_ADMIN_URL, `ALTER DATABASE ${name} ALLOW_CONNECTIONS ${reachable}`);
+  // A connection that was starting up as ALLOW_CONNECTIONS changed can still appear: end those too.
+  while (!reachable) {
+    const ended = await query(PG_ADMIN_URL, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [name]);
+    if (ended.length === 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

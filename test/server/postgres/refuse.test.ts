@@ -7,7 +7,7 @@
 import t from 'tap';
 import { FrameType } from '../../../src/protocol/index.js';
 import { openPostgresStore } from '../../../src/server/postgres/index.js';
-import { PG_ADMIN_URL, PG_SKIP_REASON, postgresReachable, query, testDatabase } from '../../helpers/postgres.js';
+import { PG_SKIP_REASON, postgresReachable, setDatabaseReachable, testDatabase } from '../../helpers/postgres.js';
 import { waitFor } from '../../helpers/rabbitmq.js';
 import { RawDevice } from '../../helpers/raw-device.js';
 import { makePki, startTestServer } from '../../helpers/server-fixture.js';
@@ -19,7 +19,6 @@ if (!(await postgresReachable())) {
   t.test('database down: devices refused (NGTT closed, HTTPS 503), accepted again when it is back', async (t) => {
     const pki = await makePki();
     const url = await testDatabase(t);
-    const name = new URL(url).pathname.slice(1);
     const store = await openPostgresStore({ url, healthIntervalMs: 50, ownsOrderQueue: true });
     const server = await startTestServer(pki, { store });
     t.teardown(async () => {
@@ -38,11 +37,7 @@ if (!(await postgresReachable())) {
     t.equal((await device.takeOrder()).id, orderId, 'an order in flight when the database goes');
     t.match(await http.get('/v1/device'), { device_id: 'dev' });
 
-    const cut = async (allow: boolean) => {
-      await query(PG_ADMIN_URL, `ALTER DATABASE ${name} ALLOW_CONNECTIONS ${allow}`);
-      if (!allow) await query(PG_ADMIN_URL, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [name]);
-    };
-    await cut(false);
+    await setDatabaseReachable(url, false);
     await device.closed; // closed by the server once the store reported the link down
     t.pass('the open NGTT connection was closed');
     t.equal(store.available(), false);
@@ -51,7 +46,7 @@ if (!(await postgresReachable())) {
     t.ok(refused instanceof ResponseError && refused.statusCode === 503, 'HTTPS answers 503');
 
     const back = new Promise<void>((resolve) => store.onAvailabilityChange((ok) => ok && resolve()));
-    await cut(true);
+    await setDatabaseReachable(url, true);
     await back;
     const again = await RawDevice.connect(server.ngttPort, creds);
     t.teardown(() => again.destroy());

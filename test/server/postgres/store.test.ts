@@ -3,7 +3,7 @@ import pg from 'pg';
 import t from 'tap';
 import { encode } from '../../../src/minijson/index.js';
 import { migrate, openPostgresStore, readMigrations } from '../../../src/server/postgres/index.js';
-import { PG_SKIP_REASON, postgresReachable, query, testDatabase } from '../../helpers/postgres.js';
+import { PG_SKIP_REASON, postgresReachable, query, setDatabaseReachable, testDatabase } from '../../helpers/postgres.js';
 
 if (!(await postgresReachable())) {
   t.plan(0, PG_SKIP_REASON);
@@ -65,11 +65,9 @@ if (!(await postgresReachable())) {
     t.equal(store.available(), true);
     const changes: boolean[] = [];
     store.onAvailabilityChange((ok) => changes.push(ok));
-    // Cut every session of this store's database from the server side, and refuse new ones for a while.
-    await query(url.replace(/\/[^/]+$/, '/test'), `ALTER DATABASE ${new URL(url).pathname.slice(1)} ALLOW_CONNECTIONS false`);
-    await query(url.replace(/\/[^/]+$/, '/test'), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [new URL(url).pathname.slice(1)]);
+    await setDatabaseReachable(url, false);
     await waitUntil(() => !store.available(), 'unavailable');
-    await query(url.replace(/\/[^/]+$/, '/test'), `ALTER DATABASE ${new URL(url).pathname.slice(1)} ALLOW_CONNECTIONS true`);
+    await setDatabaseReachable(url, true);
     await waitUntil(() => store.available(), 'available again');
     t.same(changes, [false, true]);
     t.same(await store.listBaobs('dev'), [], 'queries work again');
