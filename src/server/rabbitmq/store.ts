@@ -160,7 +160,6 @@ export class RabbitStore implements Store {
           {
             onPathpoints: (deviceId, series, meta) => store.sinkUpload(meta.messageId, () => store.local.ingest(deviceId, { data: [{ series }] })),
             onLogs: (deviceId, records, meta) => store.sinkUpload(meta.messageId, () => store.local.ingest(deviceId, { logs: [records] })),
-            // With a shared store the batch keys make this exactly once, so no window is kept.
             onInvalid: (kind, err) => backbone.connection.logger.warn({ err, kind }, 'sink dropped an undecodable batch'),
           },
           { topology: backbone.topology },
