@@ -98,6 +98,11 @@ export class LocalOrderSource implements OrderSource {
   async next(): Promise<OrderRecord | null> {
     if (this.closed) return null;
     const order = await this.tables.takeNextQueued(this.deviceId);
+    if (order && this.closed) {
+      // Closed while the backend was answering: close() did not know this one, so it goes back here.
+      await this.tables.requeue([order.id]);
+      return null;
+    }
     if (order) this.inFlight.add(order.id);
     return order;
   }
