@@ -108,3 +108,9 @@ t.test('ngtt server: user mistakes are one line', async (t) => {
   t.match(await run(runServer, '--store', 'postgres', '--pg-url', 'mysql://x/y'), { code: 2, err: /postgres:\/\/ or postgresql:\/\// });
   t.match(await run(runServer, '--store', 'postgres', '--pg-url', 'postgres://x/y', '--memory'), { code: 2, err: /exclude each other/ });
 });
+
+t.test('a missing pg (for --pg-url) is named with its install command', async (t) => {
+  const { missingPeerError } = await import('../../src/cli/common.js');
+  const thrown = Object.assign(new Error("Cannot find package 'pg' imported from /app/node_modules/ngtt/dist/src/server/postgres/store.js"), { code: 'ERR_MODULE_NOT_FOUND' });
+  t.match(missingPeerError(thrown)?.message, /^needs pg, an optional peer dependency of ngtt that is not installed: npm install pg@8$/);
+});
