@@ -51,6 +51,7 @@ export function keyMaterialError(e: unknown): UserError | undefined {
 export const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
   fastify: 'fastify@5',
   amqplib: 'amqplib@2',
+  pg: 'pg@8',
   '@statelyai/inspect': '@statelyai/inspect@0.7',
   '@fastify/multipart': '@fastify/multipart@10',
 };

@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { loadDevPki } from '../pki/index.js';
 import type { ServerOptions } from '../server/index.js';
 import { trustedProxyList } from '../server/proxy-certificate.js';
+import type { HistoryStore } from '../server/rabbitmq/store.js';
 import { createMemoryStore, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
@@ -15,15 +16,20 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
   --ca, --cert, --key FILE   PEM files instead of --pki (all three)
   --data DIR          folder of the SQLite store (default ./data)
   --memory            keep everything in memory instead (lost on exit)
-  --store KIND        sqlite (default; --data or --memory) or rabbitmq: a gateway of a fleet,
-                      orders and uploads on the broker (docs/rabbitmq.md); --data / --memory
-                      then hold this gateway's order history, device config and sink data
+  --store KIND        sqlite (default; --data or --memory), postgres (everything in PostgreSQL
+                      at --pg-url, docs/postgres.md) or rabbitmq: a gateway of a fleet, orders
+                      and uploads on the broker (docs/rabbitmq.md); its order history, device
+                      config, declarations, BAOBs and sink data go to --pg-url when given
+                      (shared by the whole fleet), else to this process's --data / --memory
+  --pg-url URL        PostgreSQL for --store postgres / rabbitmq (or NGTT_PG_URL; PG* variables
+                      such as PGPASSWORD apply)
   --amqp-url URL      RabbitMQ for --store rabbitmq (default amqp://guest:guest@127.0.0.1:5672)
   --amqp-prefix P     name prefix of the queues and exchanges (default ngtt); same on every gateway
   --amqp-connections N  AMQP connections for device order sources, one per 2 000 devices (default 1)
   --order-queues T    quorum (default) or classic per-device order queues
-  --sink              also consume the broker's data, logs and order history into the local
-                      store (run it on exactly one process of the fleet)
+  --sink              also consume the broker's data, logs and order history into the store:
+                      with --pg-url run it on as many processes as you like (exactly once by
+                      PostgreSQL's batch keys), without it on exactly one process of the fleet
   --host ADDR         address of the device ports (default 127.0.0.1)
   --port N            NGTT port (default 2405)
   --https-port N      HTTPS device API port (default 8443)
@@ -38,7 +44,7 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
                       newlines as tabs), verified against the CA. From anyone else the header
                       is ignored. Default: no proxy trusted.
 
-Environment: NGTT_AMQP_URL (instead of --amqp-url, keeps the password off the command line),
+Environment: NGTT_AMQP_URL / NGTT_PG_URL (instead of --amqp-url / --pg-url, keep passwords off the command line),
 NGTT_ADMIN_TOKEN (bearer token for the admin API), NGTT_LOG_LEVEL (default info).
 Stops cleanly on SIGINT / SIGTERM (unsettled orders go back to the queue).`;
 
@@ -55,6 +61,7 @@ export async function runServer(argv: string[]): Promise<number> {
       memory: { type: 'boolean' },
       store: { type: 'string' },
       'amqp-url': { type: 'string' },
+      'pg-url': { type: 'string' },
       'amqp-prefix': { type: 'string' },
       'order-queues': { type: 'string' },
       'amqp-connections': { type: 'string' },
@@ -79,8 +86,21 @@ export async function runServer(argv: string[]): Promise<number> {
     if (positionals.length) throw new UserError(`unexpected argument ${JSON.stringify(positionals[0])}`, EXIT_USAGE);
     if (v.memory && v.data) throw new UserError('--memory and --data exclude each other', EXIT_USAGE);
     const storeKind = v.store ?? 'sqlite';
-    if (storeKind !== 'sqlite' && storeKind !== 'rabbitmq') throw new UserError(`--store must be sqlite or rabbitmq, not ${JSON.stringify(storeKind)}`, EXIT_USAGE);
+    if (storeKind !== 'sqlite' && storeKind !== 'rabbitmq' && storeKind !== 'postgres') {
+      throw new UserError(`--store must be sqlite, postgres or rabbitmq, not ${JSON.stringify(storeKind)}`, EXIT_USAGE);
+    }
     const rabbit = storeKind === 'rabbitmq';
+    const pgUrl = v['pg-url'] ?? (storeKind === 'sqlite' ? undefined : process.env.NGTT_PG_URL);
+    if (storeKind === 'sqlite' && pgUrl) throw new UserError('--pg-url needs --store postgres or --store rabbitmq', EXIT_USAGE);
+    if (storeKind === 'postgres' && !pgUrl) throw new UserError('--store postgres needs --pg-url (or NGTT_PG_URL)', EXIT_USAGE);
+    if (pgUrl && (v.data || v.memory)) throw new UserError('--data / --memory and --pg-url exclude each other: everything is kept in PostgreSQL', EXIT_USAGE);
+    if (pgUrl) {
+      try {
+        if (!/^postgres(ql)?:$/.test(new URL(pgUrl).protocol)) throw new Error('not postgres');
+      } catch {
+        throw new UserError('--pg-url must be a postgres:// or postgresql:// URL', EXIT_USAGE);
+      }
+    }
     if (!rabbit && (v['amqp-url'] || v['amqp-prefix'] || v['order-queues'] || v['amqp-connections'] || v.sink)) {
       throw new UserError('--amqp-url, --amqp-prefix, --amqp-connections, --order-queues and --sink need --store rabbitmq', EXIT_USAGE);
     }
@@ -123,13 +143,24 @@ export async function runServer(argv: string[]): Promise<number> {
       const pki = await loadDevPki(v.pki ?? 'pki');
       tls = { ca: pki.ca.cert, ...pki.server };
     }
-    const dataDir = v.memory ? undefined : (v.data ?? 'data');
+    const dataDir = v.memory || pgUrl ? undefined : (v.data ?? 'data');
     const logger = pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
     let store: Store | undefined;
+    let shared: HistoryStore | undefined;
+    if (pgUrl) {
+      // Imported only here: pg is an optional peer, needed with --pg-url alone.
+      const { openPostgresStore } = await import('../server/postgres/store.js');
+      try {
+        shared = await openPostgresStore({ url: pgUrl, ownsOrderQueue: !rabbit, logger: logger.child({ component: 'postgres' }) });
+      } catch (e) {
+        throw new UserError(`cannot use PostgreSQL at ${redact(pgUrl)}: ${(e as Error).message}`);
+      }
+      if (!rabbit) store = shared;
+    }
     if (rabbit) {
       // Imported only here: amqplib is an optional peer, needed for --store rabbitmq alone.
       const { openRabbitStore } = await import('../server/rabbitmq/store.js');
-      const local = dataDir ? openSqliteStore(join(dataDir, 'ngtt.db')) : createMemoryStore();
+      const local = shared ?? (dataDir ? openSqliteStore(join(dataDir, 'ngtt.db')) : createMemoryStore());
       try {
         store = await openRabbitStore({
           url: amqpUrl,
@@ -163,7 +194,7 @@ export async function runServer(argv: string[]): Promise<number> {
       await store?.close();
       throw e;
     }
-    const where = v.memory ? ' (in-memory store)' : `, data in ${join(v.data ?? 'data', 'ngtt.db')}`;
+    const where = pgUrl ? `, data in PostgreSQL ${redact(pgUrl)}` : v.memory ? ' (in-memory store)' : `, data in ${join(v.data ?? 'data', 'ngtt.db')}`;
     console.error(
       `ngtt server: NGTT on ${v.host ?? '127.0.0.1'}:${server.ngttPort}, HTTPS on :${server.httpsPort}, admin on ${v['admin-host'] ?? '127.0.0.1'}:${server.adminPort}` +
         (rabbit ? `, orders on RabbitMQ ${redact(amqpUrl)} prefix ${v['amqp-prefix'] ?? 'ngtt'}${v.sink ? ' with sink' : ''}${where.replace(', data in', '; local')}` : where),

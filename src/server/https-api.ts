@@ -56,6 +56,10 @@ class Forbidden extends Error {
   statusCode = 403;
 }
 
+class StoreUnavailable extends Error {
+  statusCode = 503;
+}
+
 class Conflict extends Error {
   statusCode = 409;
 }
@@ -101,7 +105,13 @@ export function createHttpsApi(o: HttpsApiOptions) {
     return deviceId;
   };
   app.decorateRequest('deviceId', '');
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
+    // A store whose database or broker is unreachable could not keep what the device sends:
+    // 503, and the device keeps its data and retries with its backoff (issue #16).
+    if (o.store.available?.() === false) {
+      reply.header('retry-after', '10');
+      throw new StoreUnavailable('storage temporarily unavailable; try again later');
+    }
     const socket = request.raw.socket as TLSSocket;
     const header = request.headers[PROXY_CERT_HEADER];
     if (proxies && typeof header === 'string' && header && proxies.isTrustedProxy(socket.remoteAddress)) {

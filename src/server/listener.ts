@@ -37,6 +37,7 @@ export class NgttListener {
   /** Every TCP connection, handshaking ones included, so that close() can end them all. */
   private readonly rawSockets = new Set<Socket>();
   private closing = false;
+  private readonly stopWatching: (() => void) | undefined;
 
   constructor(private readonly o: NgttListenerOptions) {
     this.server = tls.createServer({
@@ -49,10 +50,21 @@ export class NgttListener {
       ALPNProtocols: [NGTT_STREAM_ALPN],
     });
     this.server.on('connection', (socket: Socket) => {
+      // Refuse rather than drop (issue #16): while the store cannot keep what a device sends,
+      // the device is better off holding it and retrying with its backoff.
+      if (o.store.available?.() === false) {
+        socket.destroy();
+        return;
+      }
       this.rawSockets.add(socket);
       socket.once('close', () => this.rawSockets.delete(socket));
     });
     this.server.on('secureConnection', (socket) => this.onConnection(socket));
+    this.stopWatching = o.store.onAvailabilityChange?.((available, reason) => {
+      if (available) return o.logger.info('store available again: accepting devices');
+      o.logger.warn({ reason }, 'store unavailable: closing device connections and refusing new ones');
+      for (const session of o.registry.sessions()) void session.close('store unavailable').catch(() => {});
+    });
     this.server.on('tlsClientError', (err, socket) => {
       o.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, remote: socket.remoteAddress }, 'TLS handshake refused');
       // Node only reports a handshake timeout (ERR_TLS_HANDSHAKE_TIMEOUT) here; it does not close
@@ -73,7 +85,7 @@ export class NgttListener {
 
   private onConnection(socket: TLSSocket): void {
     // A handshake that finishes while we shut down would start a session nobody closes.
-    if (this.closing) {
+    if (this.closing || this.o.store.available?.() === false) {
       socket.destroy();
       return;
     }
@@ -114,6 +126,7 @@ export class NgttListener {
   /** Stops accepting, closes every connection and waits until their orders are requeued. */
   async close(): Promise<void> {
     this.closing = true;
+    this.stopWatching?.();
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.pending]);
     await Promise.allSettled(this.o.registry.sessions().map((s) => s.close('server shutting down')));

@@ -1,4 +1,13 @@
-/** Shared set-up for the RabbitMQ tests: reachability, unique names, cleanup, bounded waits. */
+/**
+ * Shared set-up for the RabbitMQ tests: reachability, unique names, cleanup, bounded waits.
+ *
+ * Every test uses a fresh prefix (uniquePrefix) and deletes what it created in its teardown,
+ * which tap runs also when the test fails. The broker's file-handle budget: each quorum queue
+ * (one per device) reserves about 3 of the broker's file handles even when idle (issue #16:
+ * 927 available at `ulimit -n` 1024, so about 300 queues), and several helpers share one broker.
+ * So a test names only the few devices it needs (MAX_DEVICE_QUEUES per prefix, enforced below),
+ * and the order queues are deleted at teardown rather than left to expire.
+ */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect } from 'node:net';
@@ -31,6 +40,9 @@ export function brokerReachable(timeoutMs = 1_000): Promise<boolean> {
     s.once('error', () => done(false));
   });
 }
+
+/** Quorum queues one test prefix may create (see the file comment). */
+export const MAX_DEVICE_QUEUES = 20;
 
 export const uniquePrefix = (): string => `ngtt-test-${randomBytes(5).toString('hex')}`;
 
@@ -71,13 +83,17 @@ export async function testBackbone(t: Tap, options: RabbitBackboneOptions = {}):
     });
   }
   state.backbones.push(bb);
-  // Remember every device whose queue this backbone may create.
+  // Remember every device whose queue this backbone may create (and keep within the budget).
   const devices = state.devices;
+  const remember = (deviceId: string) => {
+    devices.add(deviceId);
+    if (devices.size > MAX_DEVICE_QUEUES) throw new Error(`a test should not create more than ${MAX_DEVICE_QUEUES} device queues (broker file handles, see the file comment)`);
+  };
   const orders = bb.orders;
   const enqueue = orders.enqueueOrder.bind(orders);
   const open = orders.openOrderSource.bind(orders);
-  orders.enqueueOrder = (deviceId, ...rest) => (devices.add(deviceId), enqueue(deviceId, ...rest));
-  orders.openOrderSource = (deviceId, ...rest) => (devices.add(deviceId), open(deviceId, ...rest));
+  orders.enqueueOrder = (deviceId, ...rest) => (remember(deviceId), enqueue(deviceId, ...rest));
+  orders.openOrderSource = (deviceId, ...rest) => (remember(deviceId), open(deviceId, ...rest));
   return bb;
 }
 

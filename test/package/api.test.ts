@@ -21,7 +21,7 @@ const entries = Object.entries(manifest.exports)
   .map(([name, target]) => ({ name: `ngtt${name.slice(1)}`, source: sourceOf(target.default), types: target.types }));
 
 t.test('exports: every entry has types and code from the same module of dist/', async (t) => {
-  t.same(entries.map((e) => e.name).sort(), ['ngtt', 'ngtt/device', 'ngtt/machines', 'ngtt/minijson', 'ngtt/pki', 'ngtt/protocol', 'ngtt/server', 'ngtt/server/rabbitmq']);
+  t.same(entries.map((e) => e.name).sort(), ['ngtt', 'ngtt/device', 'ngtt/machines', 'ngtt/minijson', 'ngtt/pki', 'ngtt/protocol', 'ngtt/server', 'ngtt/server/postgres', 'ngtt/server/rabbitmq']);
   for (const e of entries) t.equal(e.types.replace(/\.d\.ts$/, '.ts'), `./dist/${e.source}`, e.name);
 });
 
@@ -44,7 +44,7 @@ t.test('one declaration per exported name, across all entries', async (t) => {
   }
   const clashes = [...declarations].filter(([, byDecl]) => byDecl.size > 1).map(([name, byDecl]) => `${name}: ${[...byDecl].map(([d, es]) => `${d} (${es.join(', ')})`).join(' vs ')}`);
   t.same(clashes, [], 'no name stands for two different things');
-  for (const name of ['openRabbitStore', 'supervisorMachine', 'ServerTlsOptions', 'ConnectedDeviceStatus', 'DeviceStatus', 'TlsMaterial', 'DeviceConfig']) {
+  for (const name of ['openRabbitStore', 'openPostgresStore', 'supervisorMachine', 'ServerTlsOptions', 'ConnectedDeviceStatus', 'DeviceStatus', 'TlsMaterial', 'DeviceConfig']) {
     t.ok(declarations.has(name), `${name} is exported`);
   }
   t.equal(declarations.get('DeviceConfig')!.size, 1, 'the device configuration is declared once');
@@ -96,6 +96,10 @@ t.test('device-side entries load no server code, no optional peer, no certificat
   const server = importGraph(join(ROOT, 'src/server/index.ts'), true);
   t.ok(server.packages.has('fastify'));
   t.notOk(server.packages.has('amqplib'), 'ngtt/server does not load amqplib');
+  t.notOk(server.packages.has('pg'), 'ngtt/server does not load pg');
+  // pg only behind ngtt/server/postgres; the RabbitMQ store takes a PostgresStore without loading pg.
+  t.ok(importGraph(join(ROOT, 'src/server/postgres/index.ts'), true).packages.has('pg'));
+  t.notOk(importGraph(join(ROOT, 'src/server/rabbitmq/index.ts'), true).packages.has('pg'), 'ngtt/server/rabbitmq does not load pg');
   // The CLI's entry loads its commands lazily, so `ngtt --help` needs no peer.
   const cli = importGraph(join(ROOT, 'src/cli/main.ts'), false);
   t.same([...cli.packages], [], 'src/cli/main.ts imports no package statically');

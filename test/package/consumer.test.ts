@@ -47,7 +47,7 @@ const installed = join(app, 'node_modules');
 t.comment(`built, packed and installed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
 t.test('the tarball holds the build, the bin, the docs and the sources of the maps; no tests or tooling', async (t) => {
-  for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/ngtt.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/index.d.ts.map', 'dist/src/index.js.map', 'dist/machines/index.js', 'dist/src/cli/main.js', 'docs/protocol.md', 'src/index.ts']) {
+  for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/ngtt.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/index.d.ts.map', 'dist/src/index.js.map', 'dist/machines/index.js', 'dist/src/cli/main.js', 'docs/protocol.md', 'docs/postgres.md', 'src/index.ts', 'src/server/postgres/migrations/001_initial.sql']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
   const unwanted = files.filter((f) => /^(test|bench|examples|scripts|\.ci|node_modules)\/|tsbuildinfo|^tsconfig|package-lock/.test(f));
@@ -56,7 +56,7 @@ t.test('the tarball holds the build, the bin, the docs and the sources of the ma
 
 t.test('a device-only install: no server, test, build or global-patching packages, no EBADENGINE', async (t) => {
   const present = (await readdir(installed)).concat((await readdir(join(installed, '@statelyai')).catch(() => [])).map((n) => `@statelyai/${n}`));
-  for (const name of ['fastify', 'amqplib', '@statelyai/inspect', 'tsx', 'esbuild', 'tap', 'typescript', 'reflect-metadata', 'tsyringe', 'ws']) {
+  for (const name of ['fastify', 'amqplib', 'pg', '@statelyai/inspect', 'tsx', 'esbuild', 'tap', 'typescript', 'reflect-metadata', 'tsyringe', 'ws']) {
     t.notOk(present.includes(name), `${name} is not installed`);
   }
   t.notMatch(install.stderr + install.stdout, /EBADENGINE/);

@@ -99,8 +99,18 @@ t.test('ngtt server: user mistakes are one line', async (t) => {
   t.match(await run(runServer, '--pki', join(dir, 'absent')), { code: 1, err: /does not exist/ });
   t.match(await run(runServer, '--ca', 'x'), { code: 2, err: /go together/ });
   t.match(await run(runServer, '--port', 'http'), { code: 2, err: /--port must be/ });
-  t.match(await run(runServer, '--store', 'redis'), { code: 2, err: /--store must be sqlite or rabbitmq/ });
+  t.match(await run(runServer, '--store', 'redis'), { code: 2, err: /--store must be sqlite, postgres or rabbitmq/ });
   t.match(await run(runServer, '--sink'), { code: 2, err: /need --store rabbitmq/ });
   t.match(await run(runServer, '--store', 'rabbitmq', '--amqp-url', 'http://x'), { code: 2, err: /amqp:\/\/ or amqps:\/\// });
   t.match(await run(runServer, '--store', 'rabbitmq', '--order-queues', 'lazy'), { code: 2, err: /--order-queues must be/ });
+  t.match(await run(runServer, '--store', 'postgres'), { code: 2, err: /--store postgres needs --pg-url/ });
+  t.match(await run(runServer, '--pg-url', 'postgres://x/y'), { code: 2, err: /--pg-url needs --store postgres or --store rabbitmq/ });
+  t.match(await run(runServer, '--store', 'postgres', '--pg-url', 'mysql://x/y'), { code: 2, err: /postgres:\/\/ or postgresql:\/\// });
+  t.match(await run(runServer, '--store', 'postgres', '--pg-url', 'postgres://x/y', '--memory'), { code: 2, err: /exclude each other/ });
+});
+
+t.test('a missing pg (for --pg-url) is named with its install command', async (t) => {
+  const { missingPeerError } = await import('../../src/cli/common.js');
+  const thrown = Object.assign(new Error("Cannot find package 'pg' imported from /app/node_modules/ngtt/dist/src/server/postgres/store.js"), { code: 'ERR_MODULE_NOT_FOUND' });
+  t.match(missingPeerError(thrown)?.message, /^needs pg, an optional peer dependency of ngtt that is not installed: npm install pg@8$/);
 });

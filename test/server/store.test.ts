@@ -2,21 +2,28 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { createMemoryStore, openSqliteStore, type LocalStore } from '../../src/server/store/index.js';
+import { openPostgresStore } from '../../src/server/postgres/index.js';
+import { createMemoryStore, openSqliteStore, type LocalStore, type Store } from '../../src/server/store/index.js';
+import { PG_SKIP_REASON, postgresReachable, testDatabase } from '../helpers/postgres.js';
 
 const section = (path: string) => [{ orders: [{ type: 'read' as const, path }], disposition: 0 as const }];
 
 const tmp = await mkdtemp(join(tmpdir(), 'ngtt-store-'));
 t.teardown(() => rm(tmp, { recursive: true, force: true }));
 let n = 0;
-const kinds: [string, () => LocalStore][] = [
-  ['memory', createMemoryStore],
-  ['sqlite', () => openSqliteStore(join(tmp, `s${++n}.db`))],
+/** What these tests use: the Store, plus the history merge of the stores that back a fleet. */
+type TestStore = Store & Pick<LocalStore, 'recordOrder'>;
+const kinds: [string, () => Promise<TestStore>][] = [
+  ['memory', async () => createMemoryStore()],
+  ['sqlite', async () => openSqliteStore(join(tmp, `s${++n}.db`))],
 ];
+// The same behaviour from PostgreSQL (a fresh database per test), when one can be reached.
+if (await postgresReachable()) kinds.push(['postgres', async () => openPostgresStore({ url: await testDatabase(t), ownsOrderQueue: true })]);
+else t.test('postgres: the Store tests', { skip: PG_SKIP_REASON }, () => {});
 
 for (const [kind, make] of kinds) {
   t.test(`${kind}: order source life cycle`, async (t) => {
-    const store = make();
+    const store = await make();
     t.teardown(() => store.close());
     const ids = [];
     for (const p of ['A', 'B', 'C', 'D']) ids.push(await store.enqueueOrder('dev', section(p)));
@@ -64,7 +71,7 @@ for (const [kind, make] of kinds) {
   });
 
   t.test(`${kind}: recordOrder merges history from elsewhere (broker-backed stores)`, async (t) => {
-    const store = make();
+    const store = await make();
     t.teardown(() => store.close());
     const base = { deviceId: 'dev', sections: section('R'), settledAt: null, reason: null, deliveries: 0 };
     await store.recordOrder({ ...base, id: 'o1', state: 'confirmed', enqueuedAt: 200, settledAt: 300, deliveries: 1 });
@@ -80,7 +87,7 @@ for (const [kind, make] of kinds) {
   });
 
   t.test(`${kind}: HTTP poll takes queued orders as delivered`, async (t) => {
-    const store = make();
+    const store = await make();
     t.teardown(() => store.close());
     const first = await store.enqueueOrder('dev', section('A'));
     const second = await store.enqueueOrder('dev', section('B'));
@@ -94,7 +101,7 @@ for (const [kind, make] of kinds) {
   });
 
   t.test(`${kind}: uploads, config, declarations`, async (t) => {
-    const store = make();
+    const store = await make();
     t.teardown(() => store.close());
     await store.ingest('dev', {
       data: [{ series: [{ path: 'W1', values: [[1, 5], [2, 2n ** 70n]] }] }, { series: [{ path: 'W2', values: [[false, 3, 'timeout']] }] }],
@@ -124,7 +131,7 @@ for (const [kind, make] of kinds) {
   });
 
   t.test(`${kind}: declarations merge; the server's storage level stands unless the operator sets it`, async (t) => {
-    const store = make();
+    const store = await make();
     t.teardown(() => store.close());
     t.same(await store.declarePathpoints('dev', [{ path: 'W1', storage_level: 1 }, { path: 'W2', storage_level: 1 }]), [
       { path: 'W1', storage_level: 1 },
@@ -144,7 +151,7 @@ for (const [kind, make] of kinds) {
   });
 
   t.test(`${kind}: message receipts show on the orders that carry the message`, async (t) => {
-    const store = make();
+    const store = await make();
     t.teardown(() => store.close());
     const message = (uuid: string) => ({ orders: [{ type: 'message' as const, uuid }], disposition: 0 as const });
     const id = await store.enqueueOrder('dev', [message('m-1'), { orders: [{ type: 'read' as const, path: 'W1' }, { type: 'message' as const, uuid: 'm-2' }], disposition: 1 as const }]);
@@ -159,7 +166,7 @@ for (const [kind, make] of kinds) {
   });
 
   t.test(`${kind}: BAOBs: versions, device offers, deletion`, async (t) => {
-    const store = make();
+    const store = await make();
     t.teardown(() => store.close());
     const bytes = (s: string) => new TextEncoder().encode(s);
     const v1 = await store.publishBaob('dev', 'config.json', bytes('one'));
@@ -185,7 +192,7 @@ for (const [kind, make] of kinds) {
   });
 }
 
-async function infoOf(store: LocalStore, key: string) {
+async function infoOf(store: Store, key: string) {
   const { data: _data, ...info } = (await store.getBaob('dev', key))!;
   return info;
 }

@@ -1,5 +1,5 @@
 /**
- * Where a fleet's BAOBs live (spec §11, issue #13): in ONE place, the local store of the process
+ * Where a fleet's BAOBs live without PostgreSQL (spec §11, issue #13): in ONE place, the local store of the process
  * that runs the sink (`--sink`; SQLite in its `--data`), so every gateway sees the same keys,
  * versions and bytes. The other gateways reach it by request/reply over RabbitMQ:
  *
@@ -16,8 +16,8 @@
  * version wins" holds fleet-wide. The bytes travel in the messages (bounded by the server's BAOB
  * size limit, far below RabbitMQ's default 128 MiB message limit).
  *
- * This is a stand-in until fleet state moves to a shared database: then `Store`'s BAOB methods
- * are implemented there and this module goes.
+ * Only for a fleet without PostgreSQL: with `--pg-url` (a shared HistoryStore) every gateway
+ * reads and writes BAOBs in the database directly and this module is not used.
  */
 import { randomUUID } from 'node:crypto';
 import type { Channel, ConsumeMessage, Message } from 'amqplib';

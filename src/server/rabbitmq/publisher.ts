@@ -56,6 +56,8 @@ export class ConfirmingPublisher {
   private readonly managed: ManagedChannel<ConfirmChannel>;
   private readonly returned = new Set<string>();
   private pending = 0;
+  /** Set while the channel's write buffer is over its high-water mark: publishes wait for 'drain'. */
+  private drained: Promise<void> | null = null;
 
   private constructor(
     conn: BrokerConnection,
@@ -92,6 +94,9 @@ export class ConfirmingPublisher {
 
   /** Resolves on broker ack; rejects with PublishError. */
   publish(exchange: string, routingKey: string, body: Uint8Array, options: PublishOptions = {}): Promise<void> {
+    // Channel backpressure: while amqplib's buffer is full, new publishes wait (and so do the
+    // devices' sessions behind them) instead of growing the gateway's memory.
+    if (this.drained) return this.drained.then(() => this.publish(exchange, routingKey, body, options));
     const ch = this.managed.current;
     if (ch) return this.publishOn(ch, exchange, routingKey, body, options);
     return this.managed.ready(this.opts.channelTimeoutMs ?? 5_000).then(
@@ -126,6 +131,20 @@ export class ConfirmingPublisher {
     return messageId;
   }
 
+  private waitForDrain(ch: ConfirmChannel): void {
+    if (this.drained) return;
+    this.drained = new Promise<void>((resolve) => {
+      const done = () => {
+        ch.off('drain', done);
+        ch.off('close', done);
+        this.drained = null;
+        resolve();
+      };
+      ch.on('drain', done);
+      ch.on('close', done);
+    });
+  }
+
   private publishOn(ch: ConfirmChannel, exchange: string, routingKey: string, body: Uint8Array, o: PublishOptions): Promise<void> {
     const messageId = o.messageId ?? randomUUID();
     const amqpOptions: Options.Publish = {
@@ -153,9 +172,9 @@ export class ConfirmingPublisher {
         } else resolve();
       };
       try {
-        // The return value (false = the socket buffer is over its high-water mark) is ignored:
-        // amqplib buffers, and callers bound their own in-flight work (the device window).
-        ch.publish(exchange, routingKey, toBuffer(body), amqpOptions, done);
+        // false: the socket buffer is over its high-water mark; this message is buffered, the
+        // next ones wait for 'drain' (or the channel's end, when they fail or go to a new one).
+        if (!ch.publish(exchange, routingKey, toBuffer(body), amqpOptions, done)) this.waitForDrain(ch);
       } catch (err) {
         done(err ?? new Error('channel closed'));
       }

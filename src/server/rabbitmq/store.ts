@@ -8,8 +8,13 @@
  *   - orders: one queue per device; `openOrderSource` consumes it with prefetch = the NGTT window
  *     (single active consumer), `settle` acks, `close` hands the unsettled back;
  *     `takeQueuedOrders` (HTTPS poll) takes every ready message with basic.get;
- *   - uploads: `ingest` resolves once the broker confirmed the pathpoint data (so the session's
- *     DATA_STREAM_CONFIRM follows the broker's confirm); logs are published best effort.
+ *   - uploads: `ingest` resolves once the broker confirmed the pathpoint data and the logs (so
+ *     the session's DATA_STREAM_CONFIRM follows the broker's confirm).
+ *
+ * With a shared `local` (PostgresStore, issue #16) no process keeps state of its own: every
+ * gateway reads and writes config, declarations, BAOBs and its order events in the database,
+ * and any number of sinks store data, logs and the history there, exactly once by the
+ * database's unique batch keys. What follows describes a LocalStore (SQLite or memory):
  *
  * What a broker cannot answer comes from `local` (a LocalStore: SQLite or memory):
  *   - order history (listOrders, getOrder): every enqueue, settle and poll is published to
@@ -36,6 +41,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { decode, encode } from '../../minijson/index.js';
 import { parseSections, PayloadError, type PathpointDeclaration, type Section } from '../../protocol/index.js';
+import { Availability } from '../store/availability.js';
 import type { LocalStore } from '../store/local-store.js';
 import type {
   Baob,
@@ -61,13 +67,29 @@ import { OrderQueues, UnknownOrderError, type OrderDelivery, type OrderQueueSour
 import { Sink } from './sink.js';
 import { checkDeviceId, HEADER_DEVICE, HEADER_MESSAGE, HEADER_OUTCOME, HEADER_REASON, type TopologyOptions } from './topology.js';
 
+/**
+ * What keeps a gateway's history, config and declarations: a LocalStore (SQLite, memory: this
+ * process only) or a PostgresStore (`shared`: the same database for every process of the fleet).
+ */
+export type HistoryStore = Store &
+  Pick<LocalStore, 'recordOrder'> & {
+    recordMessageReceipt(deviceId: string, uuid: string, at?: number): Promise<number>;
+    /** True when every gateway and sink of the fleet uses this same store (PostgreSQL). */
+    readonly shared?: boolean;
+  };
+
 export interface RabbitStoreOptions extends BrokerConnectionOptions, TopologyOptions {
-  /** Order history, config, declarations and (with `sink`) the data read side. Closed with the store. */
-  local: LocalStore;
+  /**
+   * Order history, config, declarations, BAOBs and (with `sink`) data and logs. Closed with the
+   * store. With a shared one (PostgresStore) every gateway reads and writes it directly and any
+   * number of sinks may run; with a LocalStore these live in each process (see the file comment).
+   */
+  local: HistoryStore;
   /**
    * Run the sink in this process: consume `<prefix>.pathpoints`, `<prefix>.logs` and the durable
-   * `<prefix>.orders.settled` into `local`. Exactly one process of a fleet should (messages are
-   * shared out among competing sinks). Default false.
+   * `<prefix>.orders.settled` into `local`. With a shared `local` run as many as you like
+   * (competing consumers; PostgreSQL's unique batch keys make storage exactly once); with a
+   * LocalStore exactly one process of a fleet should. Default false.
    */
   sink?: boolean;
   /**
@@ -90,6 +112,8 @@ export class RabbitStore implements Store {
   /** Where order sources are opened; the first is the backbone's own. */
   private readonly pool: { orders: OrderQueues; open: number; conn: BrokerConnection }[] = [];
   private readonly seenUploads = new RecentIds(10_000);
+  /** Broker link and, with a shared store, the database link: the server refuses devices while one is down. */
+  private readonly health = new Availability();
   private sink: Sink | null = null;
   private history: ManagedChannel | null = null;
   /** The sink's local store, directly (in the sink) or by request/reply (everywhere else). */
@@ -102,11 +126,16 @@ export class RabbitStore implements Store {
 
   private constructor(
     readonly backbone: RabbitBackbone,
-    readonly local: LocalStore,
+    readonly local: HistoryStore,
     private readonly opts: RabbitStoreOptions,
   ) {
     this.pool.push({ orders: backbone.orders, open: 0, conn: backbone.connection });
-    if (opts.sink) {
+    const conn = backbone.connection;
+    conn.on('disconnected', (err: Error) => this.health.set('broker', false, err.message));
+    conn.on('connected', () => this.health.set('broker', true));
+    if (local.available && !local.available()) this.health.set('database', false);
+    local.onAvailabilityChange?.((ok, reason) => this.health.set('database', ok, reason));
+    if (opts.sink || local.shared) {
       this.baobs = local;
     } else {
       this.baobClient = new BaobRpcClient(backbone.connection, { prefix: backbone.topology.prefix, timeoutMs: opts.baobTimeoutMs });
@@ -135,7 +164,8 @@ export class RabbitStore implements Store {
           },
           { topology: backbone.topology },
         );
-        store.baobServer = await BaobRpcServer.start(backbone.connection, { prefix: backbone.topology.prefix, store: store.local });
+        // Gateways on a shared store read BAOBs there themselves; otherwise they ask this sink.
+        if (!opts.local.shared) store.baobServer = await BaobRpcServer.start(backbone.connection, { prefix: backbone.topology.prefix, store: store.local });
       }
     } catch (err) {
       await store.close();
@@ -152,7 +182,7 @@ export class RabbitStore implements Store {
     checkId(deviceId);
     const id = await this.backbone.orders.enqueueOrder(deviceId, sections);
     const enqueuedAt = Date.now();
-    await this.local.recordOrder({ id, deviceId, sections, state: 'queued', enqueuedAt, settledAt: null, reason: null, deliveries: 0 });
+    await this.recordHistory({ id, deviceId, sections, state: 'queued', enqueuedAt, settledAt: null, reason: null, deliveries: 0 });
     // Tells the other gateways' history; the order itself is already safe on the broker.
     await this.publishEvent(deviceId, id, encode(sections), 'queued');
     return id;
@@ -173,7 +203,7 @@ export class RabbitStore implements Store {
       slot.open--;
       throw err;
     }
-    const source = new BrokerOrderSource(inner, deviceId, this.local, (s) => {
+    const source = new BrokerOrderSource(inner, deviceId, this.local, (o) => this.recordHistory(o), (s) => {
       slot.open--;
       if (this.sources.get(deviceId) === s) this.sources.delete(deviceId);
     });
@@ -219,7 +249,7 @@ export class RabbitStore implements Store {
       const at = Date.now();
       const records = taken.flatMap((t) => (t.record ? [{ ...t.record, state: 'delivered' as const, settledAt: at, deliveries: t.record.deliveries + 1 }] : []));
       await Promise.all(records.map((r) => this.publishEvent(deviceId, r.id, encode(r.sections), 'delivered')));
-      for (const r of records) await this.local.recordOrder(r);
+      for (const r of records) await this.recordHistory(r);
       for (const t of taken) {
         if (!t.record) conn.logger.error({ deviceId }, 'malformed order message dropped by an HTTPS poll');
         ch.ack(t.msg);
@@ -236,15 +266,30 @@ export class RabbitStore implements Store {
     return this.local.getOrder(orderId);
   }
 
-  /** Resolves once the broker confirmed every data batch; logs are best effort (not awaited). */
+  /**
+   * Resolves once the broker confirmed every data batch and every log batch (publisher
+   * confirms); a failure rejects, the session closes and the device keeps what it has not had
+   * confirmed. Message ids are deterministic: a batch the device resends (its confirm was lost)
+   * carries the same id, and a shared store keys it by its content anyway.
+   */
   async ingest(deviceId: string, uploads: Uploads): Promise<void> {
     const publisher = this.backbone.publisher;
-    for (const records of uploads.logs ?? []) {
-      publisher.publishLogs(deviceId, records).catch((err: unknown) => this.backbone.connection.logger.warn({ err, deviceId }, 'logs publish failed (dropped)'));
-    }
-    // A deterministic message id: a batch the device resends (its confirm was lost) carries the
-    // same id, so the sink stores it once.
-    await Promise.all((uploads.data ?? []).map((batch) => publisher.publishPathpoints(deviceId, batch.series, { messageId: uploadId(deviceId, batch.encoded ?? encode(batch.series)) })));
+    await Promise.all([
+      ...(uploads.logs ?? []).map((records) => {
+        const body = encode(records);
+        return publisher.publishLogs(deviceId, records, { messageId: uploadId(deviceId, body) });
+      }),
+      ...(uploads.data ?? []).map((batch) => publisher.publishPathpoints(deviceId, batch.series, { messageId: uploadId(deviceId, batch.encoded ?? encode(batch.series)) })),
+    ]);
+  }
+
+  /** False while the broker (or, with a shared store, the database) is unreachable. */
+  available(): boolean {
+    return this.health.available();
+  }
+
+  onAvailabilityChange(listener: (available: boolean, reason?: string) => void): () => void {
+    return this.health.onChange(listener);
   }
 
   readData(deviceId: string, options?: ListOptions & { path?: string }): Promise<StoredSeries[]> {
@@ -324,7 +369,22 @@ export class RabbitStore implements Store {
     })());
   }
 
+  /**
+   * This gateway's own order event, into `local` at once. On a shared store a failure (database
+   * unreachable) is only logged: the broker already holds the order or its settlement, and the
+   * same event reaches the database through the sinks (`<prefix>.orders.settled`).
+   */
+  private async recordHistory(order: OrderRecord): Promise<void> {
+    try {
+      await this.local.recordOrder(order);
+    } catch (err) {
+      if (!this.local.shared) throw err;
+      this.backbone.connection.logger.warn({ err, orderId: order.id, state: order.state }, 'order history not written now; the sinks will write it');
+    }
+  }
+
   private async sinkUpload(messageId: string, store: () => Promise<void>): Promise<void> {
+    if (this.local.shared) return store(); // exactly once by the store's unique batch keys
     // At least once: a batch redelivered after its ack was lost is stored once per sink lifetime.
     if (messageId && this.seenUploads.has(messageId)) return;
     await store();
@@ -374,12 +434,15 @@ export class RabbitStore implements Store {
   private async startHistory(): Promise<void> {
     const t = this.topology;
     const durable = !!this.opts.sink;
+    // A gateway on a shared store writes its own events there directly; the sinks (competing on
+    // the durable queue) write everyone's, so it needs no copy of the events.
+    const consumeHistory = durable || !this.local.shared;
     this.history = new ManagedChannel(this.backbone.connection, {
       confirm: false,
       name: 'order-history',
       setup: async (ch: Channel) => {
         let queue = t.settledQueue; // declared by the publisher's shared topology
-        if (!durable) {
+        if (!durable && consumeHistory) {
           queue = (await ch.assertQueue(`${t.prefix}.orders.history.${randomUUID().slice(0, 8)}`, { exclusive: true, autoDelete: true, durable: false })).queue;
           await ch.bindQueue(queue, t.settledExchange, '#');
         }
@@ -389,6 +452,7 @@ export class RabbitStore implements Store {
         const control = (await ch.assertQueue(`${t.prefix}.control.${this.gatewayId.slice(0, 8)}`, { exclusive: true, autoDelete: true, durable: false })).queue;
         await ch.bindQueue(control, this.controlExchange, '');
         await ch.consume(control, (msg) => msg && this.onControl(msg), { noAck: true });
+        if (!consumeHistory) return;
         await ch.consume(queue, (msg) => {
           if (!msg) return void ch.close().catch(() => {});
           this.applyEvent(msg).then(
@@ -451,7 +515,8 @@ class BrokerOrderSource implements OrderSource {
   constructor(
     private readonly inner: BrokerSource,
     private readonly deviceId: string,
-    private readonly local: LocalStore,
+    private readonly local: HistoryStore,
+    private readonly record: (order: OrderRecord) => Promise<void>,
     private readonly detach: (s: BrokerOrderSource) => void,
   ) {
     inner.onOrder((o) => {
@@ -493,8 +558,9 @@ class BrokerOrderSource implements OrderSource {
     }
     this.handedOut.delete(orderId);
     const at = Date.now();
-    const known = await this.local.getOrder(orderId);
-    await this.local.recordOrder({
+    // A shared store merges the record with what it has (sections, enqueue time) by itself.
+    const known = this.local.shared ? null : await this.local.getOrder(orderId);
+    await this.record({
       id: orderId,
       deviceId: this.deviceId,
       sections: known?.sections ?? [],

@@ -78,27 +78,38 @@ export interface Tables {
   close(): void;
 }
 
-class LocalOrderSource implements OrderSource {
+/** What an order source needs of its backend; a networked one (PostgreSQL) answers with promises. */
+export type OrderQueueTables = {
+  [K in 'takeNextQueued' | 'settle' | 'requeue']: (...args: Parameters<Tables[K]>) => ReturnType<Tables[K]> | Promise<ReturnType<Tables[K]>>;
+};
+
+/** One device's orders from a table-backed queue (SQLite, memory, PostgreSQL). */
+export class LocalOrderSource implements OrderSource {
   private readonly inFlight = new Set<string>();
   private listener: (() => void) | null = null;
   closed = false;
 
   constructor(
-    private readonly tables: Tables,
+    private readonly tables: OrderQueueTables,
     private readonly deviceId: string,
     private readonly detach: (source: LocalOrderSource) => void,
   ) {}
 
   async next(): Promise<OrderRecord | null> {
     if (this.closed) return null;
-    const order = this.tables.takeNextQueued(this.deviceId);
+    const order = await this.tables.takeNextQueued(this.deviceId);
+    if (order && this.closed) {
+      // Closed while the backend was answering: close() did not know this one, so it goes back here.
+      await this.tables.requeue([order.id]);
+      return null;
+    }
     if (order) this.inFlight.add(order.id);
     return order;
   }
 
   async settle(orderId: string, outcome: Settlement, reason?: string): Promise<boolean> {
     if (this.closed || !this.inFlight.has(orderId)) return false;
-    const settled = this.tables.settle(orderId, outcome, reason ?? null, Date.now());
+    const settled = await this.tables.settle(orderId, outcome, reason ?? null, Date.now());
     // Only after the write: if it throws, the order stays ours and close() requeues it.
     this.inFlight.delete(orderId);
     return settled;
@@ -116,32 +127,78 @@ class LocalOrderSource implements OrderSource {
     if (this.closed) return;
     this.closed = true;
     this.listener = null;
-    this.tables.requeue([...this.inFlight]);
+    await this.tables.requeue([...this.inFlight]);
     this.inFlight.clear();
     this.detach(this);
   }
 }
 
-export class LocalStore implements Store {
+/** The open order source of each device (at most one): opening another closes the old one first. */
+export class OrderSources {
   private readonly sources = new Map<string, LocalOrderSource>();
 
-  constructor(private readonly tables: Tables) {}
+  constructor(private readonly tables: OrderQueueTables) {}
 
-  async enqueueOrder(deviceId: string, sections: Section[]): Promise<string> {
-    const id = randomUUID();
-    this.tables.insertOrder({ id, deviceId, sections, state: 'queued', enqueuedAt: Date.now(), settledAt: null, reason: null, deliveries: 0 });
-    this.sources.get(deviceId)?.notify();
-    return id;
-  }
-
-  async openOrderSource(deviceId: string, _options: { prefetch: number }): Promise<OrderSource> {
-    // The session enforces the window itself; prefetch matters to broker-backed stores.
+  async open(deviceId: string): Promise<OrderSource> {
     await this.sources.get(deviceId)?.close();
     const source = new LocalOrderSource(this.tables, deviceId, (s) => {
       if (this.sources.get(deviceId) === s) this.sources.delete(deviceId);
     });
     this.sources.set(deviceId, source);
     return source;
+  }
+
+  /** New orders for the device: its open source (if any) is told. */
+  notify(deviceId: string): void {
+    this.sources.get(deviceId)?.notify();
+  }
+
+  /** Closes every source (their in-flight orders requeued). */
+  async closeAll(): Promise<void> {
+    for (const source of [...this.sources.values()]) await source.close();
+  }
+}
+
+/** An order row as SQLite and PostgreSQL return it (times in Unix ms, sections as MiniJSON). */
+export interface OrderRow {
+  id: string;
+  device_id: string;
+  sections: Uint8Array;
+  state: OrderState;
+  enqueued_at: number;
+  settled_at: number | null;
+  reason: string | null;
+  deliveries: number;
+}
+
+export const orderFromRow = (r: OrderRow): OrderRecord => ({
+  id: r.id,
+  deviceId: r.device_id,
+  sections: decode(r.sections) as Section[],
+  state: r.state,
+  enqueuedAt: r.enqueued_at,
+  settledAt: r.settled_at,
+  reason: r.reason,
+  deliveries: r.deliveries,
+});
+
+export class LocalStore implements Store {
+  private readonly sources: OrderSources;
+
+  constructor(private readonly tables: Tables) {
+    this.sources = new OrderSources(tables);
+  }
+
+  async enqueueOrder(deviceId: string, sections: Section[]): Promise<string> {
+    const id = randomUUID();
+    this.tables.insertOrder({ id, deviceId, sections, state: 'queued', enqueuedAt: Date.now(), settledAt: null, reason: null, deliveries: 0 });
+    this.sources.notify(deviceId);
+    return id;
+  }
+
+  openOrderSource(deviceId: string, _options: { prefetch: number }): Promise<OrderSource> {
+    // The session enforces the window itself; prefetch matters to broker-backed stores.
+    return this.sources.open(deviceId);
   }
 
   async takeQueuedOrders(deviceId: string): Promise<OrderRecord[]> {
@@ -273,17 +330,17 @@ export class LocalStore implements Store {
   }
 
   async close(): Promise<void> {
-    for (const source of [...this.sources.values()]) await source.close();
+    await this.sources.closeAll();
     this.tables.close();
   }
 }
 
-const messageUuids = (order: OrderRecord): string[] =>
+export const messageUuids = (order: OrderRecord): string[] =>
   order.sections.flatMap((s) => s.orders.flatMap((o) => (o.type === 'message' && typeof o.uuid === 'string' ? [o.uuid] : [])));
 
-const infoOf = ({ key, version, size, updatedAt }: BaobInfo): BaobInfo => ({ key, version, size, updatedAt });
+export const infoOf = ({ key, version, size, updatedAt }: BaobInfo): BaobInfo => ({ key, version, size, updatedAt });
 
-function checkBaob(key: string, version: number): void {
+export function checkBaob(key: string, version: number): void {
   const problem = baobProblem(key, version);
   if (problem) throw new PayloadError(problem);
 }

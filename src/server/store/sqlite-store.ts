@@ -13,9 +13,9 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { decode, encode } from '../../minijson/index.js';
+import { encode } from '../../minijson/index.js';
 import type { PathpointDeclaration, Section } from '../../protocol/index.js';
-import { LocalStore, type Tables, type UploadRow } from './local-store.js';
+import { LocalStore, orderFromRow, type OrderRow, type Tables, type UploadRow } from './local-store.js';
 import type { Baob, BaobInfo, DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
 
 export interface SqliteStoreOptions {
@@ -81,27 +81,7 @@ CREATE TABLE IF NOT EXISTS baobs (
 );
 `;
 
-interface OrderRow {
-  id: string;
-  device_id: string;
-  sections: Buffer;
-  state: OrderState;
-  enqueued_at: number;
-  settled_at: number | null;
-  reason: string | null;
-  deliveries: number;
-}
-
-const toRecord = (r: OrderRow): OrderRecord => ({
-  id: r.id,
-  deviceId: r.device_id,
-  sections: decode(r.sections) as Section[],
-  state: r.state,
-  enqueuedAt: r.enqueued_at,
-  settledAt: r.settled_at,
-  reason: r.reason,
-  deliveries: r.deliveries,
-});
+const toRecord = orderFromRow;
 
 class SqliteTables implements Tables {
   private readonly db: Database.Database;

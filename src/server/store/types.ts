@@ -151,6 +151,15 @@ export interface Store {
   /** Removes the BAOB (devices holding it are told to delete it); its version is remembered. False if there was none. */
   deleteBaob(deviceId: string, key: string): Promise<boolean>;
 
+  /**
+   * Optional, for stores on a network (PostgreSQL, RabbitMQ): false while a link the store needs
+   * is down. The server then refuses NGTT sessions and answers the device HTTPS API with 503,
+   * so devices keep their data and logs and retry with their normal backoff (issue #16).
+   */
+  available?(): boolean;
+  /** Optional: called with the new value whenever `available()` changes. Returns an unsubscribe function. */
+  onAvailabilityChange?(listener: (available: boolean, reason?: string) => void): () => void;
+
   close(): Promise<void>;
 }
 

@@ -2,90 +2,46 @@
  * A fleet of two gateway processes (`ngtt server --store rabbitmq`, same PKI, same prefix) and
  * one RabbitMQ; a sink (RabbitStore with `sink: true`) runs in the test process.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
 import { FrameType } from '../../../src/protocol/index.js';
 import { openRabbitStore, topology, type RabbitStore } from '../../../src/server/rabbitmq/index.js';
 import { createMemoryStore } from '../../../src/server/store/index.js';
+import { adminCall, startGatewayProcess, writeServerPem, type GatewayProcess } from '../../helpers/gateway-process.js';
 import { BROKER_URL, brokerReachable, cleanup, order, SKIP_REASON, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
 import { RawDevice, type ReceivedOrder } from '../../helpers/raw-device.js';
 import { makePki } from '../../helpers/server-fixture.js';
-import { NGTT } from '../../helpers/cli.js';
-
-const ROOT = join(import.meta.dirname, '..', '..', '..');
-
-interface Gateway {
-  name: string;
-  ngttPort: number;
-  adminPort: number;
-  child: ChildProcess;
-  exited: Promise<void>;
-}
 
 if (!(await brokerReachable())) {
   t.plan(0, SKIP_REASON);
 } else {
   const pki = await makePki();
-  const dir = await mkdtemp(join(tmpdir(), 'ngtt-gateways-'));
-  const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
-  await writeFile(files.ca, pki.ca.cert);
-  await writeFile(files.cert, pki.server.cert);
-  await writeFile(files.key, pki.server.key, { mode: 0o600 });
+  const pem = await writeServerPem(pki);
   const prefix = uniquePrefix();
   const devices = new Set<string>();
-  const gateways: Gateway[] = [];
+  const gateways: GatewayProcess[] = [];
   let sink: RabbitStore | null = null;
   t.teardown(async () => {
-    for (const g of gateways) {
-      g.child.kill('SIGTERM');
-      await g.exited;
-    }
+    for (const g of gateways) await g.stop();
     await sink?.close();
     await cleanup(topology({ prefix }), devices);
-    await rm(dir, { recursive: true, force: true });
+    await pem.remove();
   });
 
-  const startGateway = async (name: string): Promise<Gateway> => {
-    const args = [...NGTT, 'server', '--store', 'rabbitmq', '--amqp-url', BROKER_URL, '--amqp-prefix', prefix, '--memory'];
-    args.push('--ca', files.ca, '--cert', files.cert, '--key', files.key, '--port', '0', '--https-port', '0', '--admin-port', '0');
-    const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, NGTT_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'inherit', 'pipe'] });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    let err = '';
-    const ports = await new Promise<number[]>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`gateway ${name} did not start in 20 s: ${err}`)), 20_000);
-      child.stderr!.on('data', (chunk: Buffer) => {
-        err += chunk.toString();
-        const m = /NGTT on [^:]+:(\d+), HTTPS on :(\d+), admin on [^:]+:(\d+)/.exec(err);
-        if (m) {
-          clearTimeout(timer);
-          resolve([Number(m[1]), Number(m[3])]);
-        }
-      });
-      void exited.then(() => (clearTimeout(timer), reject(new Error(`gateway ${name} exited: ${err}`))));
-    });
-    const g = { name, ngttPort: ports[0], adminPort: ports[1], child, exited };
+  const startGateway = async (name: string): Promise<GatewayProcess> => {
+    const g = await startGatewayProcess(`gateway ${name}`, ['--store', 'rabbitmq', '--amqp-url', BROKER_URL, '--amqp-prefix', prefix, '--memory', ...pem.args]);
     gateways.push(g);
     return g;
   };
 
-  const admin = (g: Gateway, path: string, body?: unknown) =>
-    fetch(`http://127.0.0.1:${g.adminPort}/v1/admin${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then(
-      async (r) => {
-        if (!r.ok) throw new Error(`admin ${path}: HTTP ${r.status} ${await r.text()}`);
-        return r.json() as Promise<Record<string, unknown>>;
-      },
-    );
-  const enqueueVia = async (g: Gateway, deviceId: string, from: number, n: number) => {
+  const admin = (g: GatewayProcess, path: string, body?: unknown) => adminCall(g, path, body === undefined ? 'GET' : 'POST', body);
+  const enqueueVia = async (g: GatewayProcess, deviceId: string, from: number, n: number) => {
     devices.add(deviceId);
     const ids: string[] = [];
     for (let i = from; i < from + n; i++) ids.push((await admin(g, `/devices/${deviceId}/orders`, order(i))).id as string);
     return ids;
   };
-  const orderState = async (g: Gateway, id: string) => ((await admin(g, `/orders/${id}`)) as { state?: string }).state;
-  const connect = async (g: Gateway, deviceId: string) => {
+  const orderState = async (g: GatewayProcess, id: string) => ((await admin(g, `/orders/${id}`)) as { state?: string }).state;
+  const connect = async (g: GatewayProcess, deviceId: string) => {
     const d = await RawDevice.connect(g.ngttPort, { ca: pki.ca.cert, ...(await pki.device(deviceId)) });
     t.teardown(() => d.destroy());
     return d;
@@ -158,8 +114,7 @@ if (!(await brokerReachable())) {
     for (let tid = 1; tid <= 20; tid++) await onC.takeType(FrameType.DATA_STREAM_CONFIRM, tid);
     await waitFor(async () => (await orderState(c, gotC[0].id)) === 'confirmed', 'C to settle the first order');
 
-    c.child.kill('SIGKILL');
-    await c.exited;
+    await c.kill();
     await onC.closed;
 
     const onB = await connect(b, dev);

@@ -23,6 +23,18 @@ if (!(await brokerReachable())) {
     t.equal(await readyCount(bb.connection, bb.topology.logsQueue), 1);
   });
 
+  t.test('channel backpressure: while the write buffer is full, further publishes wait for drain', async (t) => {
+    const bb = await testBackbone(t);
+    // amqplib buffers up to 1 024 frames per channel before publish() says "wait".
+    const n = 3000;
+    const pending: Promise<string>[] = [];
+    for (let i = 0; i < n; i++) pending.push(bb.publisher.publishLogs('dev-bp', [{ service: 's', when: i, message: 'm', level: 20 }]));
+    const handedToChannel = bb.publisher.inFlight;
+    t.ok(handedToChannel < n, `only ${handedToChannel} of ${n} messages went to the channel before it asked to wait`);
+    await Promise.all(pending);
+    t.equal(await readyCount(bb.connection, bb.topology.logsQueue), n, 'the waiting ones followed after drain; all confirmed');
+  });
+
   t.test('the promise carries the broker’s answer: nack and unroutable reject', async (t) => {
     const bb = await testBackbone(t);
     const x = `${bb.topology.prefix}.tiny`;

@@ -6,7 +6,7 @@ import t from 'tap';
 import { FrameType } from '../../../src/protocol/index.js';
 import { openRabbitStore, topology, type RabbitStore } from '../../../src/server/rabbitmq/index.js';
 import { createMemoryStore } from '../../../src/server/store/index.js';
-import { BROKER_URL, brokerReachable, cleanup, order, readyCount, SKIP_REASON, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
+import { BROKER_URL, brokerReachable, cleanup, dropSocket, order, readyCount, SKIP_REASON, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
 import { makePki, startTestServer, type TestServer } from '../../helpers/server-fixture.js';
 
 if (!(await brokerReachable())) {
@@ -116,5 +116,28 @@ if (!(await brokerReachable())) {
     t.same(pool.map((p) => p.open), [2, 1], 'least-loaded connection first');
     await conns[0].destroy();
     await waitFor(() => pool[0].open + pool[1].open === 2, 'the closed source to be counted off');
+  });
+
+  t.test('broker link lost: the gateway closes device connections and refuses new ones until it is back', async (t) => {
+    const g = await gateway(t);
+    const dev = 'dev-refuse';
+    devices.add(dev);
+    const device = await g.server.connect(dev);
+    t.teardown(() => device.destroy());
+    device.send(1, FrameType.LOGS, [{ service: 's', when: 1, message: 'before', level: 20 }]);
+    device.send(2, FrameType.DATA_STREAM, [{ path: 'W1', values: [[1, 1]] }]);
+    await device.takeType(FrameType.DATA_STREAM_CONFIRM, 2);
+    const changes: boolean[] = [];
+    g.store.onAvailabilityChange((ok) => changes.push(ok));
+    dropSocket(g.store.backbone.connection);
+    await device.closed;
+    t.same(changes.slice(0, 1), [false], 'unavailable while the broker link is down, and the device was let go');
+    await waitFor(() => g.store.available(), 'the broker link to come back', 10_000);
+    t.same(changes, [false, true]);
+    const again = await g.server.connect(dev);
+    t.teardown(() => again.destroy());
+    again.send(3, FrameType.DATA_STREAM, [{ path: 'W1', values: [[3, 3]] }]);
+    await again.takeType(FrameType.DATA_STREAM_CONFIRM, 3);
+    t.pass('served again once the link is back');
   });
 }
