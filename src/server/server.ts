@@ -6,7 +6,7 @@ import { DEFAULT_MAX_FRAME_LENGTH, parseSectionsStrict } from '../protocol/index
 import { createAdminApi } from './admin-api.js';
 import { DeviceRegistry, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
 import { createHttpsApi } from './https-api.js';
-import { NgttListener, type ServerTlsOptions } from './listener.js';
+import { DEFAULT_ADMISSION, NgttListener, type AdmissionLimits, type ListenerStats, type ServerTlsOptions } from './listener.js';
 import { trustedProxyList } from './proxy-certificate.js';
 import { createMemoryStore, openSqliteStore, type Store } from './store/index.js';
 
@@ -43,6 +43,12 @@ export interface ServerOptions {
   trustedProxies?: string[];
   /** A device silent this long is disconnected. Default 150 000 (spec §5). */
   idleTimeoutMs?: number;
+  /**
+   * Admission control of the NGTT port (listener.ts; defaults in DEFAULT_ADMISSION: 100 000
+   * connections, 2 000 in the TLS handshake, 100 of them per source, 10 s handshake timeout).
+   * The handshake timeout applies to the HTTPS device port too, capped by idleTimeoutMs.
+   */
+  admission?: Partial<AdmissionLimits>;
   logger?: Logger;
 }
 
@@ -59,6 +65,8 @@ export interface NgttServer {
   /** Validates (PayloadError when malformed) and enqueues; resolves to the order id. */
   enqueueOrder(deviceId: string, sections: unknown): Promise<string>;
   connectedDevices(): ConnectedDeviceStatus[];
+  /** The NGTT port's connections, handshakes and refusals (admission control). */
+  readonly ngttStats: ListenerStats;
   counters(deviceId: string): DeviceCounters;
   /** Closes listeners and connections (unsettled orders requeued), then a store it opened itself. */
   close(): Promise<void>;
@@ -100,6 +108,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   };
 
   const idleTimeoutMs = options.idleTimeoutMs ?? 150_000;
+  const admission = admissionLimits(options.admission, idleTimeoutMs);
   const listener = new NgttListener({
     tls: options.tls,
     host,
@@ -109,6 +118,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     window,
     idleTimeoutMs,
     maxFrameLength,
+    admission,
     logger: logger.child({ component: 'ngtt' }),
   });
   const https = createHttpsApi({
@@ -118,7 +128,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     logger: logger.child({ component: 'https' }),
     bodyLimit: maxFrameLength,
     maxBaobBytes,
-    handshakeTimeoutMs: Math.min(idleTimeoutMs, 120_000),
+    handshakeTimeoutMs: admission.handshakeTimeoutMs,
     trustedProxies: options.trustedProxies,
   });
   const admin =
@@ -158,10 +168,20 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     adminPort: boundAdminPort,
     store,
     enqueueOrder,
+    ngttStats: listener.stats,
     connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...registry.counters(d.deviceId) } })),
     counters: (deviceId) => ({ ...registry.counters(deviceId) }),
     close: () => (closing ??= closeStarted()),
   };
+}
+
+function admissionLimits(given: Partial<AdmissionLimits> = {}, idleTimeoutMs: number): AdmissionLimits {
+  const limits = { ...DEFAULT_ADMISSION, ...given };
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 1) throw new ServerConfigError(`admission.${name} must be a positive integer, not ${value}`);
+  }
+  // A handshake may not take longer than a connected device may stay silent.
+  return { ...limits, handshakeTimeoutMs: Math.min(limits.handshakeTimeoutMs, idleTimeoutMs) };
 }
 
 function portOf(address: string | import('node:net').AddressInfo | null): number {

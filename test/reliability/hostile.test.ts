@@ -60,7 +60,7 @@ t.test('TLS: a key that does not match the certificate fails on the client side'
 });
 
 t.test('TLS: plain TCP and slowloris clients are closed by the server; a device is served meanwhile', async (t) => {
-  // The handshake timeout of both device ports is min(idleTimeoutMs, 120 s); short here. Before
+  // The handshake timeout of both device ports is min(idleTimeoutMs, handshake timeout); short here. Before
   // the fix Node reported the timeout (tlsClientError) but kept the sockets open for ever.
   const server = await startTestServer(pki, { idleTimeoutMs: 400 });
   t.teardown(() => server.close());
