@@ -5,7 +5,7 @@ import { loadDevPki } from '../pki/index.js';
 import type { ServerOptions } from '../server/index.js';
 import { DEFAULT_ADMISSION } from '../server/listener.js';
 import { trustedProxyList } from '../server/proxy-certificate.js';
-import { createMemoryStore, openSqliteStore, type Store } from '../server/store/index.js';
+import { createMemoryStore, DEFAULT_DEDUPE_WINDOW, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
 const HELP = `Usage: ngtt server [options]
@@ -40,6 +40,8 @@ rate-limited; a refused device retries with backoff):
   --max-handshakes-per-source N  of those, from one IPv4 address or IPv6 /64 (default 100)
   --handshake-timeout S  seconds to finish the TLS handshake, both device ports (default 10)
   --max-frame BYTES   largest frame / HTTP body accepted (default 16 MiB)
+  --dedupe-window N   data batches per device remembered (SHA-256) to store a re-sent one once
+                      (default 256; docs/reliability.md)
   --max-baob BYTES    largest BAOB a device may upload or you may publish (default 16 MiB)
   --trusted-proxy ADDR  a TLS-terminating proxy (IP or CIDR; repeat for more): from it, the HTTPS
                       device API takes the device certificate from X-SSL-Client-Certificate (PEM,
@@ -80,6 +82,7 @@ export async function runServer(argv: string[]): Promise<number> {
       'handshake-timeout': { type: 'string' },
       'max-frame': { type: 'string' },
       'max-baob': { type: 'string' },
+      'dedupe-window': { type: 'string' },
       'trusted-proxy': { type: 'string', multiple: true },
     });
     if (v.help) {
@@ -118,6 +121,7 @@ export async function runServer(argv: string[]): Promise<number> {
       idleTimeoutMs: integerOption(v['idle-timeout'], 'idle-timeout', 150, 1, 86_400) * 1000,
       maxFrameLength: integerOption(v['max-frame'], 'max-frame', 16 * 1024 * 1024, 1024, 0xffffffff),
       maxBaobBytes: integerOption(v['max-baob'], 'max-baob', 16 * 1024 * 1024, 1, 64 * 1024 * 1024),
+      dedupeWindow: integerOption(v['dedupe-window'], 'dedupe-window', DEFAULT_DEDUPE_WINDOW, 1, 1_000_000),
       admission: {
         maxConnections: integerOption(v['max-connections'], 'max-connections', DEFAULT_ADMISSION.maxConnections, 1, 10_000_000),
         maxPendingHandshakes: integerOption(v['max-handshakes'], 'max-handshakes', DEFAULT_ADMISSION.maxPendingHandshakes, 1, 1_000_000),
@@ -142,12 +146,13 @@ export async function runServer(argv: string[]): Promise<number> {
       tls = { ca: pki.ca.cert, ...pki.server };
     }
     const dataDir = v.memory ? undefined : (v.data ?? 'data');
+    const { dedupeWindow } = numbers;
     const logger = pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
     let store: Store | undefined;
     if (rabbit) {
       // Imported only here: amqplib is an optional peer, needed for --store rabbitmq alone.
       const { openRabbitStore } = await import('../server/rabbitmq/store.js');
-      const local = dataDir ? openSqliteStore(join(dataDir, 'ngtt.db')) : createMemoryStore();
+      const local = dataDir ? openSqliteStore(join(dataDir, 'ngtt.db'), { dedupeWindow }) : createMemoryStore({ dedupeWindow });
       try {
         store = await openRabbitStore({
           url: amqpUrl,

@@ -29,6 +29,8 @@ export interface ServerOptions {
   store?: Store;
   /** Folder for the SQLite file (ngtt.db) when no store is given. */
   dataDir?: string;
+  /** For the store opened here (no `store` given): data batches per device remembered to recognise a re-sent one. Default 256. */
+  dedupeWindow?: number;
   /** Unacknowledged orders per device. Default 4. */
   window?: number;
   /** Default 16 MiB (frames and HTTP bodies). */
@@ -99,7 +101,9 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   }
   const logger = options.logger ?? pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
   const ownStore = !options.store;
-  const store = options.store ?? (options.dataDir ? openSqliteStore(join(options.dataDir, 'ngtt.db')) : createMemoryStore());
+  const dedupeWindow = options.dedupeWindow;
+  if (dedupeWindow !== undefined && (!Number.isInteger(dedupeWindow) || dedupeWindow < 1)) throw new ServerConfigError(`dedupeWindow must be a positive integer, not ${dedupeWindow}`);
+  const store = options.store ?? (options.dataDir ? openSqliteStore(join(options.dataDir, 'ngtt.db'), { dedupeWindow }) : createMemoryStore({ dedupeWindow }));
   const registry = new DeviceRegistry();
 
   const enqueueOrder = async (deviceId: string, sections: unknown): Promise<string> => {
