@@ -40,6 +40,8 @@ rate-limited; a refused device retries with backoff):
   --max-handshakes-per-source N  of those, from one IPv4 address or IPv6 /64 (default 100)
   --handshake-timeout S  seconds to finish the TLS handshake, both device ports (default 10)
   --max-frame BYTES   largest frame / HTTP body accepted (default 16 MiB)
+  --counter-retention S  seconds a disconnected device's counters are kept after it was last
+                      seen (default 86400)
   --dedupe-window N   data batches per device remembered (SHA-256) to store a re-sent one once
                       (default 256; docs/reliability.md)
   --max-baob BYTES    largest BAOB a device may upload or you may publish (default 16 MiB)
@@ -83,6 +85,7 @@ export async function runServer(argv: string[]): Promise<number> {
       'max-frame': { type: 'string' },
       'max-baob': { type: 'string' },
       'dedupe-window': { type: 'string' },
+      'counter-retention': { type: 'string' },
       'trusted-proxy': { type: 'string', multiple: true },
     });
     if (v.help) {
@@ -121,6 +124,7 @@ export async function runServer(argv: string[]): Promise<number> {
       idleTimeoutMs: integerOption(v['idle-timeout'], 'idle-timeout', 150, 1, 86_400) * 1000,
       maxFrameLength: integerOption(v['max-frame'], 'max-frame', 16 * 1024 * 1024, 1024, 0xffffffff),
       maxBaobBytes: integerOption(v['max-baob'], 'max-baob', 16 * 1024 * 1024, 1, 64 * 1024 * 1024),
+      counterRetentionMs: integerOption(v['counter-retention'], 'counter-retention', 86_400, 1, 365 * 86_400) * 1000,
       dedupeWindow: integerOption(v['dedupe-window'], 'dedupe-window', DEFAULT_DEDUPE_WINDOW, 1, 1_000_000),
       admission: {
         maxConnections: integerOption(v['max-connections'], 'max-connections', DEFAULT_ADMISSION.maxConnections, 1, 10_000_000),

@@ -7,7 +7,7 @@ import Fastify from 'fastify';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { baobProblem, parsePathpointDeclarations, PayloadError } from '../protocol/index.js';
-import type { DeviceRegistry } from './device-registry.js';
+import { newCounters, type DeviceRegistry } from './device-registry.js';
 import { errorOptions, installContentHandling, quietRequests, sendError, sendValue } from './http-content.js';
 import { BAOB_VERSION_HEADER } from './baob-sync.js';
 import { ORDER_STATES, type DeviceConfigPatch, type OrderState, type Store } from './store/index.js';
@@ -53,13 +53,17 @@ export function createAdminApi(o: AdminApiOptions) {
     });
   }
 
+  // Never creates counters: looking a device up must not make the server hold state for it.
   const describe = (deviceId: string) => {
-    const connection = o.registry.connected().find((d) => d.deviceId === deviceId) ?? null;
-    return { deviceId, connected: connection !== null, since: connection?.since ?? null, remoteAddress: connection?.remoteAddress ?? null, counters: o.registry.counters(deviceId) };
+    const connection = o.registry.connection(deviceId);
+    const counters = o.registry.peekCounters(deviceId) ?? newCounters();
+    return { deviceId, connected: connection !== undefined, since: connection?.since ?? null, remoteAddress: connection?.remoteAddress ?? null, counters };
   };
 
+  // Linear in the devices known (plus the sort): one lookup per device, no scan per device.
   app.get('/v1/admin/devices', async (request, reply) => {
-    const ids = new Set([...o.registry.connected().map((d) => d.deviceId), ...Object.keys(o.registry.allCounters())]);
+    const ids = new Set(o.registry.allCounters().keys());
+    for (const d of o.registry.connected()) ids.add(d.deviceId);
     return sendValue(request, reply, { devices: [...ids].sort().map(describe) });
   });
 

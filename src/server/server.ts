@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_MAX_FRAME_LENGTH, parseSectionsStrict } from '../protocol/index.js';
 import { createAdminApi } from './admin-api.js';
-import { DeviceRegistry, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
+import { DeviceRegistry, newCounters, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
 import { createHttpsApi } from './https-api.js';
 import { DEFAULT_ADMISSION, NgttListener, type AdmissionLimits, type ListenerStats, type ServerTlsOptions } from './listener.js';
 import { trustedProxyList } from './proxy-certificate.js';
@@ -43,6 +43,11 @@ export interface ServerOptions {
    * Default none: the header is ignored from everyone.
    */
   trustedProxies?: string[];
+  /**
+   * Counters of a device that is not connected are forgotten once it has not been seen for this
+   * long (ms). Default 86 400 000 (a day). Totals in /metrics keep counting them.
+   */
+  counterRetentionMs?: number;
   /** A device silent this long is disconnected. Default 150 000 (spec §5). */
   idleTimeoutMs?: number;
   /**
@@ -99,6 +104,10 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   } catch (e) {
     throw new ServerConfigError((e as Error).message);
   }
+  const counterRetentionMs = options.counterRetentionMs ?? 86_400_000;
+  if (!Number.isInteger(counterRetentionMs) || counterRetentionMs < 1) throw new ServerConfigError(`counterRetentionMs must be a positive integer, not ${counterRetentionMs}`);
+  const idleTimeoutMs = options.idleTimeoutMs ?? 150_000;
+  const admission = admissionLimits(options.admission, idleTimeoutMs);
   const logger = options.logger ?? pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
   const ownStore = !options.store;
   const dedupeWindow = options.dedupeWindow;
@@ -111,8 +120,6 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     return store.enqueueOrder(deviceId, parseSectionsStrict(sections));
   };
 
-  const idleTimeoutMs = options.idleTimeoutMs ?? 150_000;
-  const admission = admissionLimits(options.admission, idleTimeoutMs);
   const listener = new NgttListener({
     tls: options.tls,
     host,
@@ -141,7 +148,10 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
       : createAdminApi({ store, registry, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, maxBaobBytes, enqueueOrder });
 
   const started: (() => Promise<unknown>)[] = [];
+  // Per-device counters are swept at most once a minute (sooner when the retention is short).
+  const sweep = setInterval(() => registry.evictIdle(Date.now() - counterRetentionMs), Math.min(counterRetentionMs, 60_000)).unref();
   const closeStarted = async () => {
+    clearInterval(sweep);
     for (const close of started.reverse()) await close().catch(() => {});
     if (ownStore) await store.close().catch(() => {});
   };
@@ -173,8 +183,8 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     store,
     enqueueOrder,
     ngttStats: listener.stats,
-    connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...registry.counters(d.deviceId) } })),
-    counters: (deviceId) => ({ ...registry.counters(deviceId) }),
+    connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...(registry.peekCounters(d.deviceId) ?? newCounters()) } })),
+    counters: (deviceId) => ({ ...(registry.peekCounters(deviceId) ?? newCounters()) }),
     close: () => (closing ??= closeStarted()),
   };
 }
