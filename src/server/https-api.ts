@@ -29,6 +29,8 @@ import type { DeviceRegistry } from './device-registry.js';
 import { errorOptions, installContentHandling, quietRequests, sendError, sendValue } from './http-content.js';
 import type { ServerTlsOptions } from './listener.js';
 import { PROXY_CERT_HEADER, ProxyCertificateError, ProxyCertificates } from './proxy-certificate.js';
+import * as S from './schemas.js';
+import { validationOptions } from './schemas.js';
 import type { Store } from './store/index.js';
 
 declare module 'fastify' {
@@ -64,8 +66,6 @@ class NotFound extends Error {
   statusCode = 404;
 }
 
-/** Longest message uuid accepted (they are UUIDs; anything much longer is not one). */
-const MAX_UUID_LENGTH = 200;
 
 export function createHttpsApi(o: HttpsApiOptions) {
   const proxies = o.trustedProxies?.length ? new ProxyCertificates({ ca: o.tls.ca, trustedProxies: o.trustedProxies }) : null;
@@ -78,6 +78,7 @@ export function createHttpsApi(o: HttpsApiOptions) {
     logController: quietRequests(),
     bodyLimit: o.bodyLimit,
     ...errorOptions(),
+    ...validationOptions(),
   });
   // Node reports a handshake timeout or failure here without closing the socket (see listener.ts).
   app.server.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
@@ -128,14 +129,13 @@ export function createHttpsApi(o: HttpsApiOptions) {
 
   // Spec §6: the device received the message order `uuid`. The deployed client retries it, so a
   // repeat answers the same (the first receipt counts).
-  app.post<{ Params: { uuid: string } }>('/v1/device/orders/message/:uuid', async (request, reply) => {
+  app.post<{ Params: { uuid: string } }>('/v1/device/orders/message/:uuid', { schema: { params: S.messageParams } }, async (request, reply) => {
     const { uuid } = request.params;
-    if (!uuid || uuid.length > MAX_UUID_LENGTH) throw new PayloadError(`not a message uuid: ${JSON.stringify(uuid.slice(0, 50))}`);
     const receivedAt = await o.store.recordMessageReceipt(request.deviceId, uuid);
     return sendValue(request, reply, { uuid, received_at: receivedAt });
   });
 
-  app.post('/v1/device/pathpoints', async (request, reply) => {
+  app.post('/v1/device/pathpoints', { schema: { body: S.pathpointData } }, async (request, reply) => {
     const counters = o.registry.counters(request.deviceId);
     let series;
     try {
@@ -150,11 +150,11 @@ export function createHttpsApi(o: HttpsApiOptions) {
   });
 
   // Answers the device's pathpoints as the server knows them: the client applies the storage levels.
-  app.put('/v1/device/pathpoints', async (request, reply) =>
+  app.put('/v1/device/pathpoints', { schema: { body: S.pathpointDeclarations } }, async (request, reply) =>
     sendValue(request, reply, await o.store.declarePathpoints(request.deviceId, parsePathpointDeclarations(request.body))),
   );
 
-  app.put('/v1/device/device_logs', async (request, reply) => {
+  app.put('/v1/device/device_logs', { schema: { body: S.logRecords } }, async (request, reply) => {
     const records = parseLogRecords(request.body);
     await o.store.ingest(request.deviceId, { logs: [records] });
     o.registry.counters(request.deviceId).logRecords += records.length;
@@ -165,19 +165,19 @@ export function createHttpsApi(o: HttpsApiOptions) {
 
   // ---- BAOBs (spec §11) ----
 
-  app.post('/v1/device/baobs', async (request, reply) => {
+  app.post('/v1/device/baobs', { schema: { body: S.baobVersions } }, async (request, reply) => {
     const plan = planBaobSync(await o.store.listBaobs(request.deviceId), parseBaobVersions(request.body));
     return sendValue(request, reply, { should_download: plan.download, should_upload: plan.upload, should_delete: plan.delete });
   });
 
-  app.get<{ Params: { key: string } }>('/v1/device/baobs/:key', async (request, reply) => {
+  app.get<{ Params: { key: string } }>('/v1/device/baobs/:key', { schema: { params: S.deviceBaobParams } }, async (request, reply) => {
     const key = checkedKey(request.params.key);
     const baob = await o.store.getBaob(request.deviceId, key);
     if (!baob) throw new NotFound(`no BAOB ${JSON.stringify(key)}`);
     return reply.header(BAOB_VERSION_HEADER, String(baob.version)).type('application/octet-stream').send(Buffer.from(baob.data.buffer, baob.data.byteOffset, baob.data.byteLength));
   });
 
-  app.put<{ Params: { key: string } }>('/v1/device/baobs/:key', async (request, reply) => {
+  app.put<{ Params: { key: string } }>('/v1/device/baobs/:key', { schema: { params: S.deviceBaobParams } }, async (request, reply) => {
     const key = checkedKey(request.params.key);
     const { data, version } = await readBaobUpload(request, o.maxBaobBytes);
     const problem = baobProblem(key, version);
