@@ -10,6 +10,7 @@ import { baobProblem, parsePathpointDeclarations, PayloadError } from '../protoc
 import { newCounters, type DeviceRegistry } from './device-registry.js';
 import { errorOptions, installContentHandling, quietRequests, sendError, sendValue } from './http-content.js';
 import { BAOB_VERSION_HEADER } from './baob-sync.js';
+import { PROM_CLIENT_INSTALL, type ServerMetrics } from './metrics.js';
 import * as S from './schemas.js';
 import { validationOptions } from './schemas.js';
 import type { DeviceConfigPatch, OrderState, Store } from './store/index.js';
@@ -17,6 +18,8 @@ import type { DeviceConfigPatch, OrderState, Store } from './store/index.js';
 export interface AdminApiOptions {
   store: Store;
   registry: DeviceRegistry;
+  /** Null when prom-client is not installed: /metrics then says how to install it. */
+  metrics: ServerMetrics | null;
   logger: Logger;
   token?: string;
   bodyLimit: number;
@@ -50,6 +53,12 @@ export function createAdminApi(o: AdminApiOptions) {
       if (!timingSafeEqual(digest(request.headers.authorization ?? ''), expected)) throw new Unauthorized('missing or wrong bearer token');
     });
   }
+
+  // Prometheus scrapes this (with the bearer token when the API has one).
+  app.get('/metrics', async (request, reply) => {
+    if (!o.metrics) return sendError(request, reply, 501, `metrics need prom-client, an optional peer dependency of ngtt that is not installed: ${PROM_CLIENT_INSTALL}`);
+    return reply.type(o.metrics.contentType).send(await o.metrics.render());
+  });
 
   // Never creates counters: looking a device up must not make the server hold state for it.
   const describe = (deviceId: string) => {

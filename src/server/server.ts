@@ -6,6 +6,7 @@ import { DEFAULT_MAX_FRAME_LENGTH, parseSectionsStrict } from '../protocol/index
 import { createAdminApi } from './admin-api.js';
 import { DeviceRegistry, newCounters, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
 import { createHttpsApi } from './https-api.js';
+import { createServerMetrics, loadPromClient, type ServerMetrics } from './metrics.js';
 import { DEFAULT_ADMISSION, NgttListener, type AdmissionLimits, type ListenerStats, type ServerTlsOptions } from './listener.js';
 import { trustedProxyList } from './proxy-certificate.js';
 import { createMemoryStore, openSqliteStore, type Store } from './store/index.js';
@@ -115,16 +116,34 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   const store = options.store ?? (options.dataDir ? openSqliteStore(join(options.dataDir, 'ngtt.db'), { dedupeWindow }) : createMemoryStore({ dedupeWindow }));
   const registry = new DeviceRegistry();
 
+  let ordersEnqueued = 0;
   const enqueueOrder = async (deviceId: string, sections: unknown): Promise<string> => {
     if (typeof deviceId !== 'string' || !deviceId) throw new TypeError('deviceId must be a non-empty string');
-    return store.enqueueOrder(deviceId, parseSectionsStrict(sections));
+    const id = await store.enqueueOrder(deviceId, parseSectionsStrict(sections));
+    ordersEnqueued++;
+    return id;
   };
 
-  const listener = new NgttListener({
+  // Metrics are served by the admin API, with prom-client when it is installed (optional peer).
+  const prom = adminPort === null ? null : await loadPromClient();
+  const metrics: ServerMetrics | null = prom
+    ? createServerMetrics(prom, {
+        registry,
+        listenerStats: (): ListenerStats => listener.stats,
+        admission,
+        store,
+        ordersEnqueued: () => ordersEnqueued,
+        logger,
+      })
+    : null;
+  /** What the protocol code writes to: timed and counted when there are metrics. */
+  const served: Store = metrics ? metrics.instrument(store) : store;
+
+  const listener: NgttListener = new NgttListener({
     tls: options.tls,
     host,
     port: options.ngttPort ?? 2405,
-    store,
+    store: served,
     registry,
     window,
     idleTimeoutMs,
@@ -134,7 +153,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   });
   const https = createHttpsApi({
     tls: options.tls,
-    store,
+    store: served,
     registry,
     logger: logger.child({ component: 'https' }),
     bodyLimit: maxFrameLength,
@@ -145,7 +164,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   const admin =
     adminPort === null
       ? null
-      : createAdminApi({ store, registry, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, maxBaobBytes, enqueueOrder });
+      : createAdminApi({ store: served, registry, metrics, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, maxBaobBytes, enqueueOrder });
 
   const started: (() => Promise<unknown>)[] = [];
   // Per-device counters are swept at most once a minute (sooner when the retention is short).
@@ -180,7 +199,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     ngttPort,
     httpsPort,
     adminPort: boundAdminPort,
-    store,
+    store: served,
     enqueueOrder,
     ngttStats: listener.stats,
     connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...(registry.peekCounters(d.deviceId) ?? newCounters()) } })),

@@ -96,6 +96,7 @@ t.test('device-side entries load no server code, no optional peer, no certificat
   const server = importGraph(join(ROOT, 'src/server/index.ts'), true);
   t.ok(server.packages.has('fastify'));
   t.notOk(server.packages.has('amqplib'), 'ngtt/server does not load amqplib');
+  t.notOk(server.packages.has('prom-client'), 'ngtt/server loads prom-client only when it starts (lazily)');
   // The CLI's entry loads its commands lazily, so `ngtt --help` needs no peer.
   const cli = importGraph(join(ROOT, 'src/cli/main.ts'), false);
   t.same([...cli.packages], [], 'src/cli/main.ts imports no package statically');

@@ -62,6 +62,8 @@ export interface Tables {
   takeAllQueued(deviceId: string, at: number): OrderRecord[];
   listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[];
   getOrder(orderId: string): OrderRecord | null;
+  /** Queued and in-flight orders of every device (cheap: the scrape of a metrics endpoint). */
+  countOpenOrders(): { queued: number; inFlight: number };
   /**
    * Stores the rows. A data row whose digest is among the last `dedupeWindow` digests of this
    * device's stored batches (or earlier in `data`) is skipped: it is a batch the device sent
@@ -164,6 +166,10 @@ export class LocalStore implements Store {
 
   async listOrders(deviceId: string, options: ListOptions & { state?: OrderState } = {}): Promise<OrderRecord[]> {
     return this.withReceipts(deviceId, this.tables.listOrders(deviceId, options.state, options.limit ?? DEFAULT_LIST_LIMIT));
+  }
+
+  async countOpenOrders(): Promise<{ queued: number; inFlight: number }> {
+    return this.tables.countOpenOrders();
   }
 
   async getOrder(orderId: string): Promise<OrderRecord | null> {

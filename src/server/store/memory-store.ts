@@ -70,6 +70,16 @@ class MemoryTables implements Tables {
     return all.slice(-limit).map((e) => structuredClone(e.order));
   }
 
+  countOpenOrders(): { queued: number; inFlight: number } {
+    let queued = 0;
+    let inFlight = 0;
+    for (const { order } of this.orders.values()) {
+      if (order.state === 'queued') queued++;
+      else if (order.state === 'in-flight') inFlight++;
+    }
+    return { queued, inFlight };
+  }
+
   getOrder(orderId: string): OrderRecord | null {
     const entry = this.orders.get(orderId);
     return entry ? structuredClone(entry.order) : null;

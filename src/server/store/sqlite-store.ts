@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS orders (
   deliveries INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS orders_by_device_state ON orders (device_id, state, seq);
+-- Only the orders not settled yet: counting them (metrics) reads no settled history.
+CREATE INDEX IF NOT EXISTS orders_open ON orders (state) WHERE state IN ('queued', 'in-flight');
 CREATE TABLE IF NOT EXISTS data_batches (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   device_id TEXT NOT NULL,
@@ -160,6 +162,7 @@ class SqliteTables implements Tables {
         `SELECT * FROM (SELECT * FROM orders WHERE device_id = ? AND state = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
       ),
       getOrder: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE id = ?`),
+      countOpen: db.prepare<[], { state: string; n: number }>(`SELECT state, count(*) AS n FROM orders WHERE state IN ('queued', 'in-flight') GROUP BY state`),
       insertDigest: db.prepare(`INSERT OR IGNORE INTO data_digests (device_id, digest, seq) VALUES (?, ?, ?)`),
       pruneDigests: db.prepare(
         `DELETE FROM data_digests WHERE device_id = @deviceId AND seq < (SELECT seq FROM data_digests WHERE device_id = @deviceId ORDER BY seq DESC LIMIT 1 OFFSET @newer)`,
@@ -259,6 +262,11 @@ class SqliteTables implements Tables {
   listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[] {
     const rows = state === undefined ? this.stmt.listAll.all(deviceId, limit) : this.stmt.listState.all(deviceId, state, limit);
     return rows.map(toRecord);
+  }
+
+  countOpenOrders(): { queued: number; inFlight: number } {
+    const counts = new Map(this.stmt.countOpen.all().map((r) => [r.state, r.n]));
+    return { queued: counts.get('queued') ?? 0, inFlight: counts.get('in-flight') ?? 0 };
   }
 
   getOrder(orderId: string): OrderRecord | null {

@@ -151,6 +151,9 @@ export interface Store {
   /** Removes the BAOB (devices holding it are told to delete it); its version is remembered. False if there was none. */
   deleteBaob(deviceId: string, key: string): Promise<boolean>;
 
+  /** Optional (metrics): how many orders are queued and in flight now, over all devices. */
+  countOpenOrders?(): Promise<{ queued: number; inFlight: number }>;
+
   close(): Promise<void>;
 }
 
