@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadDevPki } from '../pki/index.js';
 import type { ServerOptions } from '../server/index.js';
-import { DEFAULT_ADMISSION } from '../server/listener.js';
+import { DEFAULT_ADMISSION } from '../server/admission.js';
 import { trustedProxyList } from '../server/proxy-certificate.js';
 import { createMemoryStore, DEFAULT_DEDUPE_WINDOW, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
@@ -32,8 +32,8 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
   --admin-host ADDR   admin API address (default 127.0.0.1; elsewhere needs NGTT_ADMIN_TOKEN)
   --window N          unacknowledged orders per device (default 4)
   --idle-timeout S    seconds of device silence before disconnecting (default 150)
-Admission control of the NGTT port (docs/operations.md; refusals are counted and logged
-rate-limited; a refused device retries with backoff):
+Admission control of each device port, NGTT and HTTPS (docs/operations.md; refusals are
+counted and logged rate-limited; a refused device retries with backoff):
   --max-connections N   TCP connections at once, handshaking ones included (default 100000);
                       keep it below the file-descriptor limit (ulimit -n)
   --max-handshakes N  connections still in the TLS handshake (default 2000)

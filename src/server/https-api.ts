@@ -25,6 +25,7 @@ import {
 } from '../protocol/index.js';
 import { IdentityError, readDeviceIdentity } from '../pki/index.js';
 import { BAOB_VERSION_HEADER, planBaobSync } from './baob-sync.js';
+import type { Admission } from './admission.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { errorOptions, installContentHandling, quietRequests, sendError, sendValue } from './http-content.js';
 import type { ServerTlsOptions } from './listener.js';
@@ -48,8 +49,8 @@ export interface HttpsApiOptions {
   bodyLimit: number;
   /** Largest BAOB a device may upload, bytes. */
   maxBaobBytes: number;
-  /** A client that has not finished its TLS handshake by then is disconnected. */
-  handshakeTimeoutMs: number;
+  /** Connection caps and handshake timeout of the port (the API closes it on close). */
+  admission: Admission;
   /** Addresses / CIDR ranges of TLS-terminating proxies whose X-SSL-Client-Certificate is believed. Default none. */
   trustedProxies?: readonly string[];
 }
@@ -73,15 +74,16 @@ export function createHttpsApi(o: HttpsApiOptions) {
     // The certificate is checked per request (below), not at the handshake, so that a missing or
     // unverified one gets a 403 with a reason and proxies without a client certificate can connect.
     // Verification itself is as strict: `socket.authorized` is OpenSSL's verdict against `ca`.
-    https: { ...o.tls, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', handshakeTimeout: o.handshakeTimeoutMs },
+    https: { ...o.tls, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', handshakeTimeout: o.admission.limits.handshakeTimeoutMs },
     loggerInstance: o.logger,
     logController: quietRequests(),
     bodyLimit: o.bodyLimit,
     ...errorOptions(),
     ...validationOptions(),
   });
-  // Node reports a handshake timeout or failure here without closing the socket (see listener.ts).
-  app.server.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
+  o.admission.attach(app.server);
+  app.addHook('preClose', async () => o.admission.stopAdmitting());
+  app.addHook('onClose', async () => o.admission.close());
   installContentHandling(app, o.bodyLimit);
   void app.register(multipart, { limits: { fileSize: o.maxBaobBytes, files: 2, fields: 2, parts: 4, fieldSize: 64 * 1024 } });
 

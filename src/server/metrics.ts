@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { DeviceRegistry } from './device-registry.js';
-import type { AdmissionLimits, ListenerStats } from './listener.js';
+import type { AdmissionLimits, AdmissionStats } from './admission.js';
 import type { Store, Uploads } from './store/index.js';
 
 type PromClient = typeof import('prom-client');
@@ -31,7 +31,8 @@ export async function loadPromClient(specifier = 'prom-client'): Promise<PromCli
 
 export interface ServerMetricsSources {
   registry: DeviceRegistry;
-  listenerStats(): ListenerStats;
+  /** The device ports' admission control. */
+  ports(): Record<'ngtt' | 'https', AdmissionStats>;
   admission: AdmissionLimits;
   store: Store;
   /** Orders enqueued since start (admin API and NgttServer.enqueueOrder). */
@@ -58,28 +59,35 @@ export function createServerMetrics(prom: PromClient, s: ServerMetricsSources): 
   /** A counter whose total is kept elsewhere; read at scrape time. */
   const total = (name: string, help: string, read: () => number) =>
     new prom.Counter({ name, help, registers: [register], collect() { this.reset(); this.inc(read()); } });
-  const labelledTotal = (name: string, help: string, label: string, read: () => Iterable<[string, number]>) =>
-    new prom.Counter({
+  /** Per device port (`port` label), and by a second label when `by` is given. */
+  const perPort = (kind: 'gauge' | 'counter', name: string, help: string, read: (stats: AdmissionStats) => number | Map<string, number>, by?: string) => {
+    const Metric = kind === 'gauge' ? prom.Gauge : prom.Counter;
+    return new Metric({
       name,
       help,
-      labelNames: [label],
+      labelNames: by ? ['port', by] : ['port'],
       registers: [register],
-      collect() {
+      collect(this: { reset(): void; inc(labels: Record<string, string>, n: number): void }) {
         this.reset();
-        for (const [value, n] of read()) this.inc({ [label]: value }, n);
+        for (const [port, stats] of Object.entries(s.ports())) {
+          const value = read(stats);
+          if (typeof value === 'number') this.inc({ port }, value);
+          else for (const [label, n] of value) this.inc({ port, [by!]: label }, n);
+        }
       },
     });
+  };
 
-  // ---- connections and admission ----
+  // ---- connections and admission (both device ports) ----
   gauge('ngtt_connected_devices', 'Devices with a live NGTT session', () => s.registry.connectedCount);
-  gauge('ngtt_tcp_connections', 'TCP connections on the NGTT port, handshaking ones included', () => s.listenerStats().connections);
-  gauge('ngtt_tls_handshakes_pending', 'NGTT connections still in the TLS handshake', () => s.listenerStats().pendingHandshakes);
-  total('ngtt_tls_handshakes_completed_total', 'TLS handshakes completed on the NGTT port', () => s.listenerStats().handshakesCompleted);
-  labelledTotal('ngtt_tls_handshakes_failed_total', 'TLS handshakes failed or timed out on the NGTT port, by error code', 'code', () => s.listenerStats().handshakesFailed);
-  labelledTotal('ngtt_connections_refused_total', 'Connections refused by admission control, by limit', 'reason', () => s.listenerStats().refused);
+  perPort('gauge', 'ngtt_tcp_connections', 'TCP connections on a device port, handshaking ones included', (p) => p.connections);
+  perPort('gauge', 'ngtt_tls_handshakes_pending', 'Connections of a device port still in the TLS handshake', (p) => p.pendingHandshakes);
+  perPort('counter', 'ngtt_tls_handshakes_completed_total', 'TLS handshakes completed', (p) => p.handshakesCompleted);
+  perPort('counter', 'ngtt_tls_handshakes_failed_total', 'TLS handshakes failed or timed out, by error code', (p) => p.handshakesFailed, 'code');
+  perPort('counter', 'ngtt_connections_refused_total', 'Connections refused by admission control, by limit', (p) => p.refused, 'reason');
   new prom.Gauge({
     name: 'ngtt_admission_limit',
-    help: 'Configured admission limits of the NGTT port',
+    help: 'Configured admission limits of each device port',
     labelNames: ['limit'],
     registers: [register],
     collect() {
@@ -142,14 +150,16 @@ export function createServerMetrics(prom: PromClient, s: ServerMetricsSources): 
     contentType: register.contentType,
     render: () => register.metrics(),
     instrument(store) {
+      const original = store.ingest;
       const ingest = async (deviceId: string, uploads: Uploads) => {
         const started = process.hrtime.bigint();
-        await store.ingest(deviceId, uploads);
+        await original.call(store, deviceId, uploads);
         recordIngest(uploads, Number(process.hrtime.bigint() - started) / 1e9);
       };
       return new Proxy(store, {
         get(target, property) {
-          if (property === 'ingest') return ingest;
+          // Timed unless someone replaced ingest on the store since (a test wrapping it calls ours).
+          if (property === 'ingest' && target.ingest === original) return ingest;
           const value = Reflect.get(target, property, target);
           return typeof value === 'function' ? value.bind(target) : value;
         },

@@ -7,7 +7,8 @@ import { createAdminApi } from './admin-api.js';
 import { DeviceRegistry, newCounters, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
 import { createHttpsApi } from './https-api.js';
 import { createServerMetrics, loadPromClient, type ServerMetrics } from './metrics.js';
-import { DEFAULT_ADMISSION, NgttListener, type AdmissionLimits, type ListenerStats, type ServerTlsOptions } from './listener.js';
+import { Admission, DEFAULT_ADMISSION, type AdmissionLimits, type AdmissionStats } from './admission.js';
+import { NgttListener, type ServerTlsOptions } from './listener.js';
 import { trustedProxyList } from './proxy-certificate.js';
 import { createMemoryStore, openSqliteStore, type Store } from './store/index.js';
 
@@ -52,9 +53,9 @@ export interface ServerOptions {
   /** A device silent this long is disconnected. Default 150 000 (spec §5). */
   idleTimeoutMs?: number;
   /**
-   * Admission control of the NGTT port (listener.ts; defaults in DEFAULT_ADMISSION: 100 000
-   * connections, 2 000 in the TLS handshake, 100 of them per source, 10 s handshake timeout).
-   * The handshake timeout applies to the HTTPS device port too, capped by idleTimeoutMs.
+   * Admission control of each device port, NGTT and HTTPS (admission.ts; defaults in
+   * DEFAULT_ADMISSION: 100 000 connections, 2 000 in the TLS handshake, 100 of them per source,
+   * 10 s handshake timeout, never more than idleTimeoutMs).
    */
   admission?: Partial<AdmissionLimits>;
   logger?: Logger;
@@ -74,7 +75,9 @@ export interface NgttServer {
   enqueueOrder(deviceId: string, sections: unknown): Promise<string>;
   connectedDevices(): ConnectedDeviceStatus[];
   /** The NGTT port's connections, handshakes and refusals (admission control). */
-  readonly ngttStats: ListenerStats;
+  readonly ngttStats: AdmissionStats;
+  /** The same for the HTTPS device port. */
+  readonly httpsStats: AdmissionStats;
   counters(deviceId: string): DeviceCounters;
   /** Closes listeners and connections (unsettled orders requeued), then a store it opened itself. */
   close(): Promise<void>;
@@ -129,7 +132,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   const metrics: ServerMetrics | null = prom
     ? createServerMetrics(prom, {
         registry,
-        listenerStats: (): ListenerStats => listener.stats,
+        ports: () => ({ ngtt: listener.stats, https: httpsAdmission.stats }),
         admission,
         store,
         ordersEnqueued: () => ordersEnqueued,
@@ -151,6 +154,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     admission,
     logger: logger.child({ component: 'ngtt' }),
   });
+  const httpsAdmission = new Admission(admission, logger.child({ component: 'https' }));
   const https = createHttpsApi({
     tls: options.tls,
     store: served,
@@ -158,7 +162,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     logger: logger.child({ component: 'https' }),
     bodyLimit: maxFrameLength,
     maxBaobBytes,
-    handshakeTimeoutMs: admission.handshakeTimeoutMs,
+    admission: httpsAdmission,
     trustedProxies: options.trustedProxies,
   });
   const admin =
@@ -202,6 +206,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     store: served,
     enqueueOrder,
     ngttStats: listener.stats,
+    httpsStats: httpsAdmission.stats,
     connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...(registry.peekCounters(d.deviceId) ?? newCounters()) } })),
     counters: (deviceId) => ({ ...(registry.peekCounters(deviceId) ?? newCounters()) }),
     close: () => (closing ??= closeStarted()),

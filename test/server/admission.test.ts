@@ -3,6 +3,7 @@
  * handshake are held (up to the limits), refused beyond them and closed after the handshake
  * timeout, and a device from another address is served throughout.
  */
+import https from 'node:https';
 import net from 'node:net';
 import t from 'tap';
 import { FrameType } from '../../src/protocol/index.js';
@@ -126,4 +127,33 @@ t.test('the connection cap: connections over it are dropped, counted and logged 
   const lines = server.logs.filter((l) => String(l.msg).startsWith('connection refused by admission control'));
   t.equal(lines.length, 1, '12 refusals, one log line (the rest summed up later)');
   t.match(lines[0], { reason: 'max-connections' });
+});
+
+t.test('the HTTPS device port has the same admission control: stalled handshakes capped per source, a device served, all timed out', async (t) => {
+  const handshakeTimeoutMs = 3000;
+  const server = await startTestServer(pki, { admission: { maxPendingHandshakesPerSource: 200, handshakeTimeoutMs } });
+  t.teardown(() => server.close());
+  const stalled = await stallMany(server.httpsPort, '127.0.0.2', 300);
+  await until(() => server.httpsStats.pendingHandshakes === 200 && server.httpsStats.refused.get('max-handshakes-per-source') === 100, 'the per-source cap to hold on the HTTPS port');
+
+  const creds = await pki.device('dev-https');
+  const status = await new Promise<number>((resolve, reject) => {
+    const request = https.request(
+      { host: '127.0.0.1', port: server.httpsPort, localAddress: '127.0.0.3', path: '/v1/device', servername: 'localhost', ca: pki.ca.cert, ...creds, agent: false },
+      (reply) => {
+        reply.resume();
+        resolve(reply.statusCode!);
+      },
+    );
+    request.on('error', reject);
+    request.end();
+  });
+  t.equal(status, 200, 'a device is served over HTTPS while 200 handshakes stall');
+  t.equal(server.httpsStats.pendingHandshakes, 200, 'they were still held');
+
+  const lifetimes = await within(Promise.all(stalled.map((s) => s.lifetime)), 'every stalled HTTPS connection to be closed', handshakeTimeoutMs + 15_000);
+  t.ok(Math.min(...lifetimes.slice(0, 200)) >= handshakeTimeoutMs * 0.9, 'the held ones closed by the handshake timeout, not before');
+  t.ok(Math.max(...lifetimes.slice(200)) < handshakeTimeoutMs, 'the ones over the cap reset at once');
+  await until(() => server.httpsStats.pendingHandshakes === 0, 'no HTTPS handshake pending');
+  t.equal(server.httpsStats.handshakesFailed.get('ERR_TLS_HANDSHAKE_TIMEOUT'), 200);
 });

@@ -64,7 +64,7 @@ t.test('metrics follow connections, orders, uploads and refusals', async (t) => 
   const [a, b] = await device.takeOrders(2);
   m = await scrape();
   t.equal(m.get('ngtt_connected_devices'), 1, 'connected');
-  t.equal(m.get('ngtt_tls_handshakes_completed_total'), 1);
+  t.equal(m.get('ngtt_tls_handshakes_completed_total{port="ngtt"}'), 1);
   t.equal(m.get('ngtt_orders{state="queued"}'), 0);
   t.equal(m.get('ngtt_orders{state="in-flight"}'), 2, 'in flight');
   t.equal(m.get('ngtt_orders_sent_total'), 2);
@@ -105,9 +105,9 @@ t.test('metrics follow connections, orders, uploads and refusals', async (t) => 
   await new Promise((resolve) => garbage.once('close', resolve));
   await until(() => server.ngttStats.handshakesFailed.size > 0, 'the failed handshake counted');
   m = await scrape();
-  t.equal(m.get('ngtt_connections_refused_total{reason="max-handshakes-per-source"}'), 1, 'refusal counted by reason');
-  t.equal(m.get('ngtt_tls_handshakes_pending'), 1);
-  const failed = [...m].filter(([k]) => k.startsWith('ngtt_tls_handshakes_failed_total{')).reduce((n, [, v]) => n + v, 0);
+  t.equal(m.get('ngtt_connections_refused_total{port="ngtt",reason="max-handshakes-per-source"}'), 1, 'refusal counted by reason');
+  t.equal(m.get('ngtt_tls_handshakes_pending{port="ngtt"}'), 1);
+  const failed = [...m].filter(([k]) => k.startsWith('ngtt_tls_handshakes_failed_total{port="ngtt",')).reduce((n, [, v]) => n + v, 0);
   t.equal(failed, 1, 'the failed handshake, by code');
 
   await device.destroy();
