@@ -7,6 +7,7 @@ import https from 'node:https';
 import net from 'node:net';
 import t from 'tap';
 import { FrameType } from '../../src/protocol/index.js';
+import { sourceOf } from '../../src/server/admission.js';
 import { RawDevice } from '../helpers/raw-device.js';
 import { makePki, readSection, startTestServer, type TestServer } from '../helpers/server-fixture.js';
 import { until, within } from '../helpers/wait.js';
@@ -56,6 +57,16 @@ async function orderRoundTrip(server: TestServer, device: RawDevice, label: stri
   device.send(order.tid, FrameType.ORDER_CONFIRM);
   await until(async () => (await server.store.getOrder(id))?.state === 'confirmed', `${label}: order confirmed`);
 }
+
+t.test('per-source limits count IPv4 addresses and IPv6 /64s', async (t) => {
+  t.equal(sourceOf('203.0.113.7'), '203.0.113.7');
+  t.equal(sourceOf('::ffff:203.0.113.7'), '203.0.113.7', 'IPv4-mapped');
+  t.equal(sourceOf('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+  t.equal(sourceOf('2001:0DB8:0001:0002:ffff:1:2:3'), '2001:db8:1:2::/64', 'same /64, written out');
+  t.equal(sourceOf('2001:db8::1'), '2001:db8:0:0::/64');
+  t.equal(sourceOf('::1'), '0:0:0:0::/64');
+  t.equal(sourceOf(undefined), 'unknown');
+});
 
 t.test('2 200 stalled handshakes from two addresses: per-source limit, device served, all closed after the timeout', async (t) => {
   // Long enough that opening 2 200 connections on a loaded 2-core machine (~5 s) fits in it.
