@@ -112,6 +112,9 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   if (!Number.isInteger(counterRetentionMs) || counterRetentionMs < 1) throw new ServerConfigError(`counterRetentionMs must be a positive integer, not ${counterRetentionMs}`);
   const idleTimeoutMs = options.idleTimeoutMs ?? 150_000;
   const admission = admissionLimits(options.admission, idleTimeoutMs);
+  // Metrics are served by the admin API, with prom-client when it is installed (optional peer);
+  // loaded before anything is opened, so a broken install leaves nothing behind.
+  const prom = adminPort === null ? null : await loadPromClient();
   const logger = options.logger ?? pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
   const ownStore = !options.store;
   const dedupeWindow = options.dedupeWindow;
@@ -127,8 +130,6 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     return id;
   };
 
-  // Metrics are served by the admin API, with prom-client when it is installed (optional peer).
-  const prom = adminPort === null ? null : await loadPromClient();
   const metrics: ServerMetrics | null = prom
     ? createServerMetrics(prom, {
         registry,
