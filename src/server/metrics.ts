@@ -6,7 +6,7 @@
  * only store commit times and ingest volumes are recorded as they happen.
  */
 import type { Logger } from 'pino';
-import type { DeviceRegistry } from './device-registry.js';
+import type { DeviceCounters, DeviceRegistry } from './device-registry.js';
 import type { AdmissionLimits, AdmissionStats } from './admission.js';
 import type { Store, Uploads } from './store/index.js';
 
@@ -114,7 +114,9 @@ export function createServerMetrics(prom: PromClient, s: ServerMetricsSources): 
       },
     });
   }
-  const totals = () => s.registry.totals();
+  // Summed over every device once per scrape, not once per metric.
+  let scrapeTotals: DeviceCounters | null = null;
+  const totals = () => (scrapeTotals ??= s.registry.totals());
   total('ngtt_orders_enqueued_total', 'Orders enqueued', s.ordersEnqueued);
   total('ngtt_orders_sent_total', 'ORDER frames sent (redeliveries included)', () => totals().ordersSent);
   total('ngtt_orders_confirmed_total', 'Orders confirmed by devices', () => totals().ordersConfirmed);
@@ -148,7 +150,10 @@ export function createServerMetrics(prom: PromClient, s: ServerMetricsSources): 
 
   return {
     contentType: register.contentType,
-    render: () => register.metrics(),
+    render: async () => {
+      scrapeTotals = null;
+      return register.metrics();
+    },
     instrument(store) {
       const original = store.ingest;
       const ingest = async (deviceId: string, uploads: Uploads) => {
