@@ -43,7 +43,8 @@ export function keyMaterialError(e: unknown): UserError | undefined {
 }
 
 /**
- * Optional peer dependencies: the server needs fastify and @fastify/multipart (and amqplib for --store rabbitmq), the
+ * Optional peer dependencies: the server needs fastify and @fastify/multipart (and amqplib for --store rabbitmq,
+ * prom-client for /metrics), the
  * demo's --inspect needs @statelyai/inspect. A device-only install has none of them, so the
  * commands load them lazily, and a missing one is named with the command that installs it
  * (the majors of package.json's peerDependencies).
@@ -54,6 +55,8 @@ export const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
   pg: 'pg@8',
   '@statelyai/inspect': '@statelyai/inspect@0.7',
   '@fastify/multipart': '@fastify/multipart@10',
+  // /metrics on the admin API; without it the server runs and /metrics answers 501.
+  'prom-client': 'prom-client@15',
 };
 
 const HTTP_PEERS = ['fastify', '@fastify/multipart'];

@@ -3,9 +3,10 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadDevPki } from '../pki/index.js';
 import type { ServerOptions } from '../server/index.js';
+import { DEFAULT_ADMISSION } from '../server/admission.js';
 import { trustedProxyList } from '../server/proxy-certificate.js';
 import type { HistoryStore } from '../server/rabbitmq/store.js';
-import { createMemoryStore, openSqliteStore, type Store } from '../server/store/index.js';
+import { createMemoryStore, DEFAULT_DEDUPE_WINDOW, openSqliteStore, type Store } from '../server/store/index.js';
 import { EXIT_USAGE, integerOption, parse, runCommand, UserError, readPem } from './common.js';
 
 const HELP = `Usage: ngtt server [options]
@@ -37,7 +38,18 @@ Runs the reference NGTT server: NGTT (mutual TLS), the HTTPS device API and the 
   --admin-host ADDR   admin API address (default 127.0.0.1; elsewhere needs NGTT_ADMIN_TOKEN)
   --window N          unacknowledged orders per device (default 4)
   --idle-timeout S    seconds of device silence before disconnecting (default 150)
+Admission control of each device port, NGTT and HTTPS (docs/operations.md; refusals are
+counted and logged rate-limited; a refused device retries with backoff):
+  --max-connections N   TCP connections at once, handshaking ones included (default 100000);
+                      keep it below the file-descriptor limit (ulimit -n)
+  --max-handshakes N  connections still in the TLS handshake (default 2000)
+  --max-handshakes-per-source N  of those, from one IPv4 address or IPv6 /64 (default 100)
+  --handshake-timeout S  seconds to finish the TLS handshake, both device ports (default 10)
   --max-frame BYTES   largest frame / HTTP body accepted (default 16 MiB)
+  --counter-retention S  seconds a disconnected device's counters are kept after it was last
+                      seen (default 86400)
+  --dedupe-window N   data batches per device remembered (SHA-256) to store a re-sent one once
+                      (default 256; docs/reliability.md)
   --max-baob BYTES    largest BAOB a device may upload or you may publish (default 16 MiB)
   --trusted-proxy ADDR  a TLS-terminating proxy (IP or CIDR; repeat for more): from it, the HTTPS
                       device API takes the device certificate from X-SSL-Client-Certificate (PEM,
@@ -73,8 +85,14 @@ export async function runServer(argv: string[]): Promise<number> {
       'admin-host': { type: 'string' },
       window: { type: 'string' },
       'idle-timeout': { type: 'string' },
+      'max-connections': { type: 'string' },
+      'max-handshakes': { type: 'string' },
+      'max-handshakes-per-source': { type: 'string' },
+      'handshake-timeout': { type: 'string' },
       'max-frame': { type: 'string' },
       'max-baob': { type: 'string' },
+      'dedupe-window': { type: 'string' },
+      'counter-retention': { type: 'string' },
       'trusted-proxy': { type: 'string', multiple: true },
     });
     if (v.help) {
@@ -126,6 +144,14 @@ export async function runServer(argv: string[]): Promise<number> {
       idleTimeoutMs: integerOption(v['idle-timeout'], 'idle-timeout', 150, 1, 86_400) * 1000,
       maxFrameLength: integerOption(v['max-frame'], 'max-frame', 16 * 1024 * 1024, 1024, 0xffffffff),
       maxBaobBytes: integerOption(v['max-baob'], 'max-baob', 16 * 1024 * 1024, 1, 64 * 1024 * 1024),
+      counterRetentionMs: integerOption(v['counter-retention'], 'counter-retention', 86_400, 1, 365 * 86_400) * 1000,
+      dedupeWindow: integerOption(v['dedupe-window'], 'dedupe-window', DEFAULT_DEDUPE_WINDOW, 1, 1_000_000),
+      admission: {
+        maxConnections: integerOption(v['max-connections'], 'max-connections', DEFAULT_ADMISSION.maxConnections, 1, 10_000_000),
+        maxPendingHandshakes: integerOption(v['max-handshakes'], 'max-handshakes', DEFAULT_ADMISSION.maxPendingHandshakes, 1, 1_000_000),
+        maxPendingHandshakesPerSource: integerOption(v['max-handshakes-per-source'], 'max-handshakes-per-source', DEFAULT_ADMISSION.maxPendingHandshakesPerSource, 1, 1_000_000),
+        handshakeTimeoutMs: integerOption(v['handshake-timeout'], 'handshake-timeout', DEFAULT_ADMISSION.handshakeTimeoutMs / 1000, 1, 600) * 1000,
+      },
     };
     const trustedProxies = v['trusted-proxy'] ?? [];
     try {
@@ -144,6 +170,7 @@ export async function runServer(argv: string[]): Promise<number> {
       tls = { ca: pki.ca.cert, ...pki.server };
     }
     const dataDir = v.memory || pgUrl ? undefined : (v.data ?? 'data');
+    const { dedupeWindow } = numbers;
     const logger = pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
     let store: Store | undefined;
     let shared: HistoryStore | undefined;
@@ -160,7 +187,7 @@ export async function runServer(argv: string[]): Promise<number> {
     if (rabbit) {
       // Imported only here: amqplib is an optional peer, needed for --store rabbitmq alone.
       const { openRabbitStore } = await import('../server/rabbitmq/store.js');
-      const local = shared ?? (dataDir ? openSqliteStore(join(dataDir, 'ngtt.db')) : createMemoryStore());
+      const local = shared ?? (dataDir ? openSqliteStore(join(dataDir, 'ngtt.db'), { dedupeWindow }) : createMemoryStore({ dedupeWindow }));
       try {
         store = await openRabbitStore({
           url: amqpUrl,

@@ -37,7 +37,7 @@ export interface ConnectedDevice {
   remoteAddress: string;
 }
 
-const newCounters = (): DeviceCounters => ({
+export const newCounters = (): DeviceCounters => ({
   connections: 0,
   ordersSent: 0,
   ordersConfirmed: 0,
@@ -53,23 +53,68 @@ const newCounters = (): DeviceCounters => ({
   lastSeen: null,
 });
 
+const describeConnection = (s: LiveSession): ConnectedDevice => ({ deviceId: s.deviceId, since: new Date(s.connectedAt).toISOString(), remoteAddress: s.remoteAddress });
+
+type NumericCounter = Exclude<keyof DeviceCounters, 'lastSeen'>;
+const NUMERIC_COUNTERS = Object.keys(newCounters()).filter((k) => k !== 'lastSeen') as NumericCounter[];
+
 export class DeviceRegistry {
   private readonly live = new Map<string, LiveSession>();
   private readonly handovers = new Map<string, Promise<void>>();
   private readonly countersByDevice = new Map<string, DeviceCounters>();
+  /** The counters of evicted devices, summed, so that totals() never goes down. */
+  private readonly retired = newCounters();
 
+  /** The device's counters, created on first use: only for a device that has authenticated. */
   counters(deviceId: string): DeviceCounters {
     let c = this.countersByDevice.get(deviceId);
     if (!c) this.countersByDevice.set(deviceId, (c = newCounters()));
     return c;
   }
 
-  allCounters(): Record<string, DeviceCounters> {
-    return Object.fromEntries(this.countersByDevice);
+  /** The device's counters if it has any; never creates them (lookups by the operator). */
+  peekCounters(deviceId: string): DeviceCounters | undefined {
+    return this.countersByDevice.get(deviceId);
+  }
+
+  allCounters(): ReadonlyMap<string, DeviceCounters> {
+    return this.countersByDevice;
+  }
+
+  /** Every device's counters summed, evicted ones included (for metrics). */
+  totals(): DeviceCounters {
+    const sum = { ...this.retired };
+    for (const c of this.countersByDevice.values()) for (const k of NUMERIC_COUNTERS) sum[k] += c[k];
+    return sum;
+  }
+
+  /**
+   * Forgets the counters of devices that are not connected and were last seen before `cutoff`
+   * (Unix ms): what keeps per-device state bounded as devices come and go.
+   */
+  evictIdle(cutoff: number): number {
+    let evicted = 0;
+    for (const [deviceId, c] of this.countersByDevice) {
+      if (this.live.has(deviceId) || this.handovers.has(deviceId) || (c.lastSeen ?? 0) >= cutoff) continue;
+      for (const k of NUMERIC_COUNTERS) this.retired[k] += c[k];
+      this.countersByDevice.delete(deviceId);
+      evicted++;
+    }
+    return evicted;
   }
 
   connected(): ConnectedDevice[] {
-    return [...this.live.values()].map((s) => ({ deviceId: s.deviceId, since: new Date(s.connectedAt).toISOString(), remoteAddress: s.remoteAddress }));
+    return [...this.live.values()].map(describeConnection);
+  }
+
+  /** The device's current connection, or undefined. */
+  connection(deviceId: string): ConnectedDevice | undefined {
+    const session = this.live.get(deviceId);
+    return session && describeConnection(session);
+  }
+
+  get connectedCount(): number {
+    return this.live.size;
   }
 
   isConnected(deviceId: string): boolean {
@@ -97,7 +142,7 @@ export class DeviceRegistry {
     return turn;
   }
 
-  /** The session's connection is gone. */
+  /** The session's connection is gone; its device's counters are kept until evicted. */
   remove(session: LiveSession): void {
     if (this.live.get(session.deviceId) === session) this.live.delete(session.deviceId);
   }

@@ -25,10 +25,13 @@ import {
 } from '../protocol/index.js';
 import { IdentityError, readDeviceIdentity } from '../pki/index.js';
 import { BAOB_VERSION_HEADER, planBaobSync } from './baob-sync.js';
+import type { Admission } from './admission.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { errorOptions, installContentHandling, quietRequests, sendError, sendValue } from './http-content.js';
 import type { ServerTlsOptions } from './listener.js';
 import { PROXY_CERT_HEADER, ProxyCertificateError, ProxyCertificates } from './proxy-certificate.js';
+import * as S from './schemas.js';
+import { validationOptions } from './schemas.js';
 import type { Store } from './store/index.js';
 
 declare module 'fastify' {
@@ -46,8 +49,8 @@ export interface HttpsApiOptions {
   bodyLimit: number;
   /** Largest BAOB a device may upload, bytes. */
   maxBaobBytes: number;
-  /** A client that has not finished its TLS handshake by then is disconnected. */
-  handshakeTimeoutMs: number;
+  /** Connection caps and handshake timeout of the port (the API closes it on close). */
+  admission: Admission;
   /** Addresses / CIDR ranges of TLS-terminating proxies whose X-SSL-Client-Certificate is believed. Default none. */
   trustedProxies?: readonly string[];
 }
@@ -68,8 +71,6 @@ class NotFound extends Error {
   statusCode = 404;
 }
 
-/** Longest message uuid accepted (they are UUIDs; anything much longer is not one). */
-const MAX_UUID_LENGTH = 200;
 
 export function createHttpsApi(o: HttpsApiOptions) {
   const proxies = o.trustedProxies?.length ? new ProxyCertificates({ ca: o.tls.ca, trustedProxies: o.trustedProxies }) : null;
@@ -77,14 +78,16 @@ export function createHttpsApi(o: HttpsApiOptions) {
     // The certificate is checked per request (below), not at the handshake, so that a missing or
     // unverified one gets a 403 with a reason and proxies without a client certificate can connect.
     // Verification itself is as strict: `socket.authorized` is OpenSSL's verdict against `ca`.
-    https: { ...o.tls, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', handshakeTimeout: o.handshakeTimeoutMs },
+    https: { ...o.tls, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', handshakeTimeout: o.admission.limits.handshakeTimeoutMs },
     loggerInstance: o.logger,
     logController: quietRequests(),
     bodyLimit: o.bodyLimit,
     ...errorOptions(),
+    ...validationOptions(),
   });
-  // Node reports a handshake timeout or failure here without closing the socket (see listener.ts).
-  app.server.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
+  o.admission.attach(app.server);
+  app.addHook('preClose', async () => o.admission.stopAdmitting());
+  app.addHook('onClose', async () => o.admission.close());
   installContentHandling(app, o.bodyLimit);
   void app.register(multipart, { limits: { fileSize: o.maxBaobBytes, files: 2, fields: 2, parts: 4, fieldSize: 64 * 1024 } });
 
@@ -138,14 +141,13 @@ export function createHttpsApi(o: HttpsApiOptions) {
 
   // Spec §6: the device received the message order `uuid`. The deployed client retries it, so a
   // repeat answers the same (the first receipt counts).
-  app.post<{ Params: { uuid: string } }>('/v1/device/orders/message/:uuid', async (request, reply) => {
+  app.post<{ Params: { uuid: string } }>('/v1/device/orders/message/:uuid', { schema: { params: S.messageParams } }, async (request, reply) => {
     const { uuid } = request.params;
-    if (!uuid || uuid.length > MAX_UUID_LENGTH) throw new PayloadError(`not a message uuid: ${JSON.stringify(uuid.slice(0, 50))}`);
     const receivedAt = await o.store.recordMessageReceipt(request.deviceId, uuid);
     return sendValue(request, reply, { uuid, received_at: receivedAt });
   });
 
-  app.post('/v1/device/pathpoints', async (request, reply) => {
+  app.post('/v1/device/pathpoints', { schema: { body: S.pathpointData } }, async (request, reply) => {
     const counters = o.registry.counters(request.deviceId);
     let series;
     try {
@@ -160,11 +162,11 @@ export function createHttpsApi(o: HttpsApiOptions) {
   });
 
   // Answers the device's pathpoints as the server knows them: the client applies the storage levels.
-  app.put('/v1/device/pathpoints', async (request, reply) =>
+  app.put('/v1/device/pathpoints', { schema: { body: S.pathpointDeclarations } }, async (request, reply) =>
     sendValue(request, reply, await o.store.declarePathpoints(request.deviceId, parsePathpointDeclarations(request.body))),
   );
 
-  app.put('/v1/device/device_logs', async (request, reply) => {
+  app.put('/v1/device/device_logs', { schema: { body: S.logRecords } }, async (request, reply) => {
     const records = parseLogRecords(request.body);
     await o.store.ingest(request.deviceId, { logs: [records] });
     o.registry.counters(request.deviceId).logRecords += records.length;
@@ -175,19 +177,19 @@ export function createHttpsApi(o: HttpsApiOptions) {
 
   // ---- BAOBs (spec §11) ----
 
-  app.post('/v1/device/baobs', async (request, reply) => {
+  app.post('/v1/device/baobs', { schema: { body: S.baobVersions } }, async (request, reply) => {
     const plan = planBaobSync(await o.store.listBaobs(request.deviceId), parseBaobVersions(request.body));
     return sendValue(request, reply, { should_download: plan.download, should_upload: plan.upload, should_delete: plan.delete });
   });
 
-  app.get<{ Params: { key: string } }>('/v1/device/baobs/:key', async (request, reply) => {
+  app.get<{ Params: { key: string } }>('/v1/device/baobs/:key', { schema: { params: S.deviceBaobParams } }, async (request, reply) => {
     const key = checkedKey(request.params.key);
     const baob = await o.store.getBaob(request.deviceId, key);
     if (!baob) throw new NotFound(`no BAOB ${JSON.stringify(key)}`);
     return reply.header(BAOB_VERSION_HEADER, String(baob.version)).type('application/octet-stream').send(Buffer.from(baob.data.buffer, baob.data.byteOffset, baob.data.byteLength));
   });
 
-  app.put<{ Params: { key: string } }>('/v1/device/baobs/:key', async (request, reply) => {
+  app.put<{ Params: { key: string } }>('/v1/device/baobs/:key', { schema: { params: S.deviceBaobParams } }, async (request, reply) => {
     const key = checkedKey(request.params.key);
     const { data, version } = await readBaobUpload(request, o.maxBaobBytes);
     const problem = baobProblem(key, version);

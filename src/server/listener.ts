@@ -3,13 +3,14 @@
  * from the verified client certificate only, then one DeviceSession per connection, handed over
  * through the DeviceRegistry so a device is served on one connection at a time.
  */
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { readDeviceIdentity } from '../pki/index.js';
 import { NGTT_STREAM_ALPN } from '../protocol/index.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { DeviceSession } from './device-session.js';
+import { Admission, type AdmissionLimits, type AdmissionStats } from './admission.js';
 import type { Store } from './store/index.js';
 
 export interface ServerTlsOptions {
@@ -27,50 +28,43 @@ export interface NgttListenerOptions {
   window: number;
   idleTimeoutMs: number;
   maxFrameLength: number;
+  admission: AdmissionLimits;
   logger: Logger;
 }
 
 export class NgttListener {
   private readonly server: tls.Server;
+  private readonly admission: Admission;
   private readonly pending = new Set<Promise<void>>();
   private readonly sockets = new Set<TLSSocket>();
-  /** Every TCP connection, handshaking ones included, so that close() can end them all. */
-  private readonly rawSockets = new Set<Socket>();
   private closing = false;
   private readonly stopWatching: (() => void) | undefined;
 
   constructor(private readonly o: NgttListenerOptions) {
+    // Refuse rather than drop (issue #16): while the store cannot keep what a device sends, the
+    // device is better off holding it and retrying with its backoff.
+    this.admission = new Admission(o.admission, o.logger, () => o.store.available?.() === false);
     this.server = tls.createServer({
       ...o.tls,
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
-      handshakeTimeout: Math.min(o.idleTimeoutMs, 120_000),
+      handshakeTimeout: o.admission.handshakeTimeoutMs,
       // A device offering it parses every frame it reads (frame-writer.ts); others offer nothing.
       ALPNProtocols: [NGTT_STREAM_ALPN],
     });
-    this.server.on('connection', (socket: Socket) => {
-      // Refuse rather than drop (issue #16): while the store cannot keep what a device sends,
-      // the device is better off holding it and retrying with its backoff.
-      if (o.store.available?.() === false) {
-        socket.destroy();
-        return;
-      }
-      this.rawSockets.add(socket);
-      socket.once('close', () => this.rawSockets.delete(socket));
-    });
+    this.admission.attach(this.server);
     this.server.on('secureConnection', (socket) => this.onConnection(socket));
     this.stopWatching = o.store.onAvailabilityChange?.((available, reason) => {
       if (available) return o.logger.info('store available again: accepting devices');
       o.logger.warn({ reason }, 'store unavailable: closing device connections and refusing new ones');
       for (const session of o.registry.sessions()) void session.close('store unavailable').catch(() => {});
     });
-    this.server.on('tlsClientError', (err, socket) => {
-      o.logger.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, remote: socket.remoteAddress }, 'TLS handshake refused');
-      // Node only reports a handshake timeout (ERR_TLS_HANDSHAKE_TIMEOUT) here; it does not close
-      // the socket, so a client that never finishes its handshake would hold it for ever.
-      socket.destroy();
-    });
+  }
+
+  /** Connections, handshakes and refusals of the NGTT port. */
+  get stats(): AdmissionStats {
+    return this.admission.stats;
   }
 
   listen(): Promise<number> {
@@ -127,11 +121,13 @@ export class NgttListener {
   async close(): Promise<void> {
     this.closing = true;
     this.stopWatching?.();
+    this.admission.stopAdmitting();
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.pending]);
     await Promise.allSettled(this.o.registry.sessions().map((s) => s.close('server shutting down')));
     for (const socket of this.sockets) socket.destroy();
-    for (const socket of this.rawSockets) socket.destroy();
+    for (const socket of this.admission.sockets) socket.destroy();
     await stopped;
+    this.admission.close();
   }
 }

@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_MAX_FRAME_LENGTH, parseSectionsStrict } from '../protocol/index.js';
 import { createAdminApi } from './admin-api.js';
-import { DeviceRegistry, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
+import { DeviceRegistry, newCounters, type ConnectedDevice, type DeviceCounters } from './device-registry.js';
 import { createHttpsApi } from './https-api.js';
+import { createServerMetrics, loadPromClient, type ServerMetrics } from './metrics.js';
+import { Admission, DEFAULT_ADMISSION, type AdmissionLimits, type AdmissionStats } from './admission.js';
 import { NgttListener, type ServerTlsOptions } from './listener.js';
 import { trustedProxyList } from './proxy-certificate.js';
 import { createMemoryStore, openSqliteStore, type Store } from './store/index.js';
@@ -29,6 +31,8 @@ export interface ServerOptions {
   store?: Store;
   /** Folder for the SQLite file (ngtt.db) when no store is given. */
   dataDir?: string;
+  /** For the store opened here (no `store` given): data batches per device remembered to recognise a re-sent one. Default 256. */
+  dedupeWindow?: number;
   /** Unacknowledged orders per device. Default 4. */
   window?: number;
   /** Default 16 MiB (frames and HTTP bodies). */
@@ -41,8 +45,19 @@ export interface ServerOptions {
    * Default none: the header is ignored from everyone.
    */
   trustedProxies?: string[];
+  /**
+   * Counters of a device that is not connected are forgotten once it has not been seen for this
+   * long (ms). Default 86 400 000 (a day). Totals in /metrics keep counting them.
+   */
+  counterRetentionMs?: number;
   /** A device silent this long is disconnected. Default 150 000 (spec §5). */
   idleTimeoutMs?: number;
+  /**
+   * Admission control of each device port, NGTT and HTTPS (admission.ts; defaults in
+   * DEFAULT_ADMISSION: 100 000 connections, 2 000 in the TLS handshake, 100 of them per source,
+   * 10 s handshake timeout, never more than idleTimeoutMs).
+   */
+  admission?: Partial<AdmissionLimits>;
   logger?: Logger;
 }
 
@@ -59,6 +74,10 @@ export interface NgttServer {
   /** Validates (PayloadError when malformed) and enqueues; resolves to the order id. */
   enqueueOrder(deviceId: string, sections: unknown): Promise<string>;
   connectedDevices(): ConnectedDeviceStatus[];
+  /** The NGTT port's connections, handshakes and refusals (admission control). */
+  readonly ngttStats: AdmissionStats;
+  /** The same for the HTTPS device port. */
+  readonly httpsStats: AdmissionStats;
   counters(deviceId: string): DeviceCounters;
   /** Closes listeners and connections (unsettled orders requeued), then a store it opened itself. */
   close(): Promise<void>;
@@ -89,45 +108,74 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
   } catch (e) {
     throw new ServerConfigError((e as Error).message);
   }
+  const counterRetentionMs = options.counterRetentionMs ?? 86_400_000;
+  if (!Number.isInteger(counterRetentionMs) || counterRetentionMs < 1) throw new ServerConfigError(`counterRetentionMs must be a positive integer, not ${counterRetentionMs}`);
+  const idleTimeoutMs = options.idleTimeoutMs ?? 150_000;
+  const admission = admissionLimits(options.admission, idleTimeoutMs);
+  // Metrics are served by the admin API, with prom-client when it is installed (optional peer);
+  // loaded before anything is opened, so a broken install leaves nothing behind.
+  const prom = adminPort === null ? null : await loadPromClient();
   const logger = options.logger ?? pino({ level: process.env.NGTT_LOG_LEVEL ?? 'info' });
   const ownStore = !options.store;
-  const store = options.store ?? (options.dataDir ? openSqliteStore(join(options.dataDir, 'ngtt.db')) : createMemoryStore());
+  const dedupeWindow = options.dedupeWindow;
+  if (dedupeWindow !== undefined && (!Number.isInteger(dedupeWindow) || dedupeWindow < 1)) throw new ServerConfigError(`dedupeWindow must be a positive integer, not ${dedupeWindow}`);
+  const store = options.store ?? (options.dataDir ? openSqliteStore(join(options.dataDir, 'ngtt.db'), { dedupeWindow }) : createMemoryStore({ dedupeWindow }));
   const registry = new DeviceRegistry();
 
+  let ordersEnqueued = 0;
   const enqueueOrder = async (deviceId: string, sections: unknown): Promise<string> => {
     if (typeof deviceId !== 'string' || !deviceId) throw new TypeError('deviceId must be a non-empty string');
-    return store.enqueueOrder(deviceId, parseSectionsStrict(sections));
+    const id = await store.enqueueOrder(deviceId, parseSectionsStrict(sections));
+    ordersEnqueued++;
+    return id;
   };
 
-  const idleTimeoutMs = options.idleTimeoutMs ?? 150_000;
-  const listener = new NgttListener({
+  const metrics: ServerMetrics | null = prom
+    ? createServerMetrics(prom, {
+        registry,
+        ports: () => ({ ngtt: listener.stats, https: httpsAdmission.stats }),
+        admission,
+        store,
+        ordersEnqueued: () => ordersEnqueued,
+        logger,
+      })
+    : null;
+  /** What the protocol code writes to: timed and counted when there are metrics. */
+  const served: Store = metrics ? metrics.instrument(store) : store;
+
+  const listener: NgttListener = new NgttListener({
     tls: options.tls,
     host,
     port: options.ngttPort ?? 2405,
-    store,
+    store: served,
     registry,
     window,
     idleTimeoutMs,
     maxFrameLength,
+    admission,
     logger: logger.child({ component: 'ngtt' }),
   });
+  const httpsAdmission = new Admission(admission, logger.child({ component: 'https' }));
   const https = createHttpsApi({
     tls: options.tls,
-    store,
+    store: served,
     registry,
     logger: logger.child({ component: 'https' }),
     bodyLimit: maxFrameLength,
     maxBaobBytes,
-    handshakeTimeoutMs: Math.min(idleTimeoutMs, 120_000),
+    admission: httpsAdmission,
     trustedProxies: options.trustedProxies,
   });
   const admin =
     adminPort === null
       ? null
-      : createAdminApi({ store, registry, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, maxBaobBytes, enqueueOrder });
+      : createAdminApi({ store: served, registry, metrics, logger: logger.child({ component: 'admin' }), token: options.adminToken, bodyLimit: maxFrameLength, maxBaobBytes, enqueueOrder });
 
   const started: (() => Promise<unknown>)[] = [];
+  // Per-device counters are swept at most once a minute (sooner when the retention is short).
+  const sweep = setInterval(() => registry.evictIdle(Date.now() - counterRetentionMs), Math.min(counterRetentionMs, 60_000)).unref();
   const closeStarted = async () => {
+    clearInterval(sweep);
     for (const close of started.reverse()) await close().catch(() => {});
     if (ownStore) await store.close().catch(() => {});
   };
@@ -156,12 +204,23 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
     ngttPort,
     httpsPort,
     adminPort: boundAdminPort,
-    store,
+    store: served,
     enqueueOrder,
-    connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...registry.counters(d.deviceId) } })),
-    counters: (deviceId) => ({ ...registry.counters(deviceId) }),
+    ngttStats: listener.stats,
+    httpsStats: httpsAdmission.stats,
+    connectedDevices: () => registry.connected().map((d) => ({ ...d, counters: { ...(registry.peekCounters(d.deviceId) ?? newCounters()) } })),
+    counters: (deviceId) => ({ ...(registry.peekCounters(deviceId) ?? newCounters()) }),
     close: () => (closing ??= closeStarted()),
   };
+}
+
+function admissionLimits(given: Partial<AdmissionLimits> = {}, idleTimeoutMs: number): AdmissionLimits {
+  const limits = { ...DEFAULT_ADMISSION, ...given };
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 1) throw new ServerConfigError(`admission.${name} must be a positive integer, not ${value}`);
+  }
+  // A handshake may not take longer than a connected device may stay silent.
+  return { ...limits, handshakeTimeoutMs: Math.min(limits.handshakeTimeoutMs, idleTimeoutMs) };
 }
 
 function portOf(address: string | import('node:net').AddressInfo | null): number {

@@ -47,9 +47,11 @@ export class RawDevice {
     );
   }
 
-  static connect(port: number, creds: DeviceCredentials, servername = 'localhost'): Promise<RawDevice> {
+  /** `localAddress`: another loopback source address (127.0.0.2, …) for per-source limits. */
+  static connect(port: number, creds: DeviceCredentials, servername = 'localhost', localAddress?: string): Promise<RawDevice> {
     return new Promise((resolve, reject) => {
-      const socket = tls.connect({ host: '127.0.0.1', port, servername, ca: creds.ca, cert: creds.cert, key: creds.key });
+      // localAddress is passed on to net's connect (not in tls's option types).
+      const socket = tls.connect({ host: '127.0.0.1', port, servername, localAddress, ca: creds.ca, cert: creds.cert, key: creds.key } as tls.ConnectionOptions);
       socket.once('secureConnect', () => {
         socket.off('error', reject);
         resolve(new RawDevice(socket));

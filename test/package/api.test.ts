@@ -100,6 +100,7 @@ t.test('device-side entries load no server code, no optional peer, no certificat
   // pg only behind ngtt/server/postgres; the RabbitMQ store takes a PostgresStore without loading pg.
   t.ok(importGraph(join(ROOT, 'src/server/postgres/index.ts'), true).packages.has('pg'));
   t.notOk(importGraph(join(ROOT, 'src/server/rabbitmq/index.ts'), true).packages.has('pg'), 'ngtt/server/rabbitmq does not load pg');
+  t.notOk(server.packages.has('prom-client'), 'ngtt/server loads prom-client only when it starts (lazily)');
   // The CLI's entry loads its commands lazily, so `ngtt --help` needs no peer.
   const cli = importGraph(join(ROOT, 'src/cli/main.ts'), false);
   t.same([...cli.packages], [], 'src/cli/main.ts imports no package statically');

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import { encode } from '../../src/minijson/index.js';
 import { encodeFrame, FrameType } from '../../src/protocol/index.js';
@@ -38,6 +39,47 @@ for (const [name, open] of [
     }
   });
 }
+
+for (const [name, open] of [
+  ['memory', () => createMemoryStore({ dedupeWindow: 100 })],
+  ['sqlite', () => openSqliteStore(join(tmp, 'window.db'), { dedupeWindow: 100 })],
+] as const) {
+  t.test(`${name}: the dedupe window is bounded by count; a batch re-sent after it is stored again`, async (t) => {
+    const store = open();
+    // 300 distinct batches, in transactions of 7 as the upload pipeline groups them.
+    for (let v = 1; v <= 300; v += 7) await store.ingest('d', { data: [...Array(Math.min(7, 301 - v))].map((_, i) => ({ series: batch(v + i) })) });
+    await store.ingest('d', { data: [{ series: batch(300) }, { series: batch(201) }] });
+    t.equal((await values(store)).length, 300, 'the newest 100 are recognised: nothing stored twice');
+    await store.ingest('d', { data: [{ series: batch(150) }] });
+    t.equal((await values(store)).filter((v) => v === 150).length, 2, 'a batch 150 batches old is past the window: stored again');
+    if (name === 'sqlite') {
+      await store.close();
+      const db = new Database(join(tmp, 'window.db'), { readonly: true });
+      const { n } = db.prepare(`SELECT count(*) AS n FROM data_digests WHERE device_id = 'd'`).get() as { n: number };
+      db.close();
+      t.ok(n >= 100 && n < 100 + 64, `the digest table holds the window, not every batch (${n} of 301 rows)`);
+    } else {
+      await store.close();
+    }
+  });
+}
+
+t.test('sqlite: a file from before the window (digests without seq) is upgraded and pruned', async (t) => {
+  const file = join(tmp, 'old.db');
+  const old = new Database(file);
+  old.exec(`CREATE TABLE data_digests (device_id TEXT NOT NULL, digest BLOB NOT NULL, PRIMARY KEY (device_id, digest)) WITHOUT ROWID`);
+  const insert = old.prepare(`INSERT INTO data_digests (device_id, digest) VALUES ('d', ?)`);
+  for (let i = 0; i < 500; i++) insert.run(Buffer.from(i.toString(16).padStart(64, '0'), 'hex'));
+  old.close();
+  const store = openSqliteStore(file, { dedupeWindow: 10 });
+  for (let v = 1; v <= 64; v++) await store.ingest('d', { data: [{ series: batch(v) }] });
+  await store.ingest('d', { data: [{ series: batch(64) }] });
+  t.equal((await values(store)).length, 64, 'new batches deduplicated as before');
+  await store.close();
+  const db = new Database(file, { readonly: true });
+  t.equal((db.prepare(`SELECT count(*) AS n FROM data_digests`).get() as { n: number }).n, 10, 'the old digests were pruned with the rest');
+  db.close();
+});
 
 t.test('NGTT: a DATA_STREAM re-sent on a new connection is confirmed and stored once', async (t) => {
   const pki = await makePki();

@@ -99,6 +99,9 @@ t.test('ngtt server: user mistakes are one line', async (t) => {
   t.match(await run(runServer, '--pki', join(dir, 'absent')), { code: 1, err: /does not exist/ });
   t.match(await run(runServer, '--ca', 'x'), { code: 2, err: /go together/ });
   t.match(await run(runServer, '--port', 'http'), { code: 2, err: /--port must be/ });
+  t.match(await run(runServer, '--handshake-timeout', '0'), { code: 2, err: /--handshake-timeout must be an integer from 1 to 600/ });
+  t.match(await run(runServer, '--max-handshakes-per-source', 'many'), { code: 2, err: /--max-handshakes-per-source must be/ });
+  t.match(await run(runServer, '--help'), { code: 0, out: /--max-connections N .*default 100000/ });
   t.match(await run(runServer, '--store', 'redis'), { code: 2, err: /--store must be sqlite, postgres or rabbitmq/ });
   t.match(await run(runServer, '--sink'), { code: 2, err: /need --store rabbitmq/ });
   t.match(await run(runServer, '--store', 'rabbitmq', '--amqp-url', 'http://x'), { code: 2, err: /amqp:\/\/ or amqps:\/\// });

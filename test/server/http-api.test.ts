@@ -200,3 +200,62 @@ t.test('admin API token, and no unprotected admin API off loopback', async (t) =
     /needs an admin token/,
   );
 });
+
+t.test('JSON schemas at the boundary: bad input is a 400 naming the field, in the {status} convention, and changes nothing', async (t) => {
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  const admin = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${server.adminPort}${path}`, init);
+  const putConfig = (body: unknown) => admin('/v1/admin/devices/dev-s/config', { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const refused = async (reply: Response | Promise<Response>, status: string, what: string) => {
+    const r = await reply;
+    t.equal(r.status, 400, `${what}: 400`);
+    t.same(await r.json(), { status, code: 'FST_ERR_VALIDATION' }, `${what}: says why`);
+  };
+
+  // The admin config patch (served to devices by GET /v1/device).
+  await refused(putConfig({ facets: 42 }), 'body.facets must be a list of strings', 'facets: 42');
+  await refused(putConfig({ facets: ['a', 7] }), 'body.facets[1] must be string', 'a facet that is not a string');
+  await refused(putConfig({ verbose_name: 42 }), 'body.verbose_name must be a string', 'a number is not coerced to a string');
+  await refused(putConfig({ culture_context: { language: 5 } }), 'body.culture_context.language must be a string', 'nested');
+  await refused(putConfig({ colour: 'red' }), 'body has an unknown field "colour"', 'unknown field');
+  await refused(putConfig(['verbose_name']), 'body must be an object with configuration fields (verbose_name, facets, culture_context, slave_devices)', 'not an object');
+  const served = await request(server.httpsPort, 'GET', '/v1/device', { deviceId: 'dev-s' });
+  t.match(served.value(), { device_id: 'dev-s', verbose_name: 'dev-s', facets: [] }, 'the device is still served the untouched config');
+  t.equal((await putConfig({ facets: ['heating'], culture_context: { language: 'pl' } })).status, 200);
+  t.match((await request(server.httpsPort, 'GET', '/v1/device', { deviceId: 'dev-s' })).value(), { facets: ['heating'], culture_context: { language: 'pl', timezone: 'UTC' } });
+
+  // Admin query strings, params and other bodies.
+  await refused(admin('/v1/admin/devices/dev-s/orders?state=lost'), 'querystring.state must be one of queued, in-flight, confirmed, rejected, delivered', 'order state');
+  await refused(admin('/v1/admin/devices/dev-s/data?limit=0'), 'querystring.limit must be a positive integer', 'limit 0');
+  await refused(admin('/v1/admin/devices/dev-s/logs?limit=ten'), 'querystring.limit must be a positive integer', 'limit ten');
+  await refused(
+    admin('/v1/admin/devices/dev-s/orders', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"orders":[]}' }),
+    'body must be a list of sections {orders, disposition}',
+    'order not a list',
+  );
+  await refused(
+    admin('/v1/admin/devices/dev-s/pathpoints', { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '[{"path":"T1"}]' }),
+    'body[0] needs the field "storage_level"',
+    'declaration without storage level',
+  );
+  await refused(admin(`/v1/admin/devices/dev-s/baobs/${'k'.repeat(300)}`), 'params.key must be a BAOB key (1 to 255 bytes)', 'BAOB key too long');
+  t.same(await server.store.listOrders('dev-s'), [], 'no order was stored');
+
+  // Device routes: the deployed client's convention, {status} as JSON (its default Accept).
+  const device = async (method: string, path: string, body: string, status: string, what: string) => {
+    const r = await request(server.httpsPort, method, path, { deviceId: 'dev-s', headers: { 'content-type': 'application/json' }, body });
+    t.equal(r.status, 400, `${what}: 400`);
+    t.ok(r.type.startsWith('application/json'), `${what}: JSON`);
+    t.same(r.value(), { status, code: 'FST_ERR_VALIDATION' }, `${what}: says why`);
+  };
+  await device('POST', '/v1/device/pathpoints', '{"path":"P"}', 'body must be a list of {path, values}', 'data not a list');
+  await device('PUT', '/v1/device/pathpoints', '[{"path":"P","storage_level":"high"}]', 'body[0].storage_level must be an integer', 'storage level');
+  await device('PUT', '/v1/device/device_logs', '"log"', 'body must be a list of log records {service, when, message, level}', 'logs');
+  await device('POST', '/v1/device/baobs', '{"k":1}', 'body must be a list of {key, version}', 'BAOB versions');
+  await device('POST', `/v1/device/orders/message/${'u'.repeat(201)}`, '{}', 'params.uuid must be a message uuid (1 to 200 characters)', 'uuid too long');
+  const mjError = await request(server.httpsPort, 'POST', '/v1/device/pathpoints', { deviceId: 'dev-s', ...mj({ path: 'P' }) });
+  t.same([mjError.status, mjError.value()], [400, { status: 'body must be a list of {path, values}', code: 'FST_ERR_VALIDATION' }], 'in MiniJSON when Accept asks for it');
+  t.same(await server.store.readData('dev-s'), [], 'nothing stored');
+  const ok = await request(server.httpsPort, 'POST', '/v1/device/baobs', { deviceId: 'dev-s' });
+  t.equal(ok.status, 200, 'a BAOB sync without a body is still fine (no BAOBs held)');
+});

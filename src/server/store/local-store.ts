@@ -26,6 +26,19 @@ import {
   type Uploads,
 } from './types.js';
 
+/**
+ * How many of a device's most recent data batches are remembered (by SHA-256) to recognise a
+ * re-sent one. A device re-sends only its unconfirmed batches (at most its upload window, 8 by
+ * default), first thing after reconnecting, so a re-send is among its newest batches however
+ * long it was away; 256 leaves room for large windows and HTTPS retries.
+ */
+export const DEFAULT_DEDUPE_WINDOW = 256;
+
+export function checkedDedupeWindow(value = DEFAULT_DEDUPE_WINDOW): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`dedupeWindow must be a positive integer, not ${value}`);
+  return value;
+}
+
 /** A stored upload: the MiniJSON of one DATA_STREAM / LOGS payload. */
 export interface UploadRow {
   receivedAt: number;
@@ -49,10 +62,13 @@ export interface Tables {
   takeAllQueued(deviceId: string, at: number): OrderRecord[];
   listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[];
   getOrder(orderId: string): OrderRecord | null;
+  /** Queued and in-flight orders of every device (cheap: the scrape of a metrics endpoint). */
+  countOpenOrders(): { queued: number; inFlight: number };
   /**
-   * Stores the rows. A data row whose digest this device already has stored (earlier, or
-   * earlier in `data`) is skipped: it is a batch the device sent again because the
-   * confirmation was lost (see docs/reliability.md).
+   * Stores the rows. A data row whose digest is among the last `dedupeWindow` digests of this
+   * device's stored batches (or earlier in `data`) is skipped: it is a batch the device sent
+   * again because the confirmation was lost (see docs/reliability.md). Older digests are
+   * forgotten, so the table stays bounded.
    */
   insertUploads(deviceId: string, data: UploadRow[], logs: UploadRow[]): void;
   /** Newest first. */
@@ -207,6 +223,10 @@ export class LocalStore implements Store {
 
   async listOrders(deviceId: string, options: ListOptions & { state?: OrderState } = {}): Promise<OrderRecord[]> {
     return this.withReceipts(deviceId, this.tables.listOrders(deviceId, options.state, options.limit ?? DEFAULT_LIST_LIMIT));
+  }
+
+  async countOpenOrders(): Promise<{ queued: number; inFlight: number }> {
+    return this.tables.countOpenOrders();
   }
 
   async getOrder(orderId: string): Promise<OrderRecord | null> {

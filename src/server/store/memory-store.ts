@@ -1,6 +1,6 @@
 /** An in-memory Store for tests and throwaway runs: same semantics as SQLite, nothing survives. */
 import type { PathpointDeclaration } from '../../protocol/index.js';
-import { LocalStore, type Tables, type UploadRow } from './local-store.js';
+import { checkedDedupeWindow, LocalStore, type Tables, type UploadRow } from './local-store.js';
 import type { Baob, BaobInfo, DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
 
 interface Entry {
@@ -15,13 +15,15 @@ class MemoryTables implements Tables {
   private readonly byDevice = new Map<string, Entry[]>();
   private readonly data = new Map<string, UploadRow[]>();
   private readonly logs = new Map<string, UploadRow[]>();
-  /** deviceId → hex digests of the data batches stored. */
+  /** deviceId → hex digests of the last `dedupeWindow` data batches stored, oldest first. */
   private readonly digests = new Map<string, Set<string>>();
   private readonly devices = new Map<string, { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] }>();
   /** deviceId → uuid → first receipt time. */
   private readonly receiptsByDevice = new Map<string, Map<string, number>>();
   /** deviceId → key → BAOB; a deleted one stays as a tombstone (no data). */
   private readonly baobsByDevice = new Map<string, Map<string, { baob: Baob; deleted: boolean }>>();
+
+  constructor(private readonly dedupeWindow: number) {}
 
   insertOrder(order: OrderRecord): void {
     const entry = { seq: ++this.seq, order: structuredClone(order) };
@@ -68,6 +70,16 @@ class MemoryTables implements Tables {
     return all.slice(-limit).map((e) => structuredClone(e.order));
   }
 
+  countOpenOrders(): { queued: number; inFlight: number } {
+    let queued = 0;
+    let inFlight = 0;
+    for (const { order } of this.orders.values()) {
+      if (order.state === 'queued') queued++;
+      else if (order.state === 'in-flight') inFlight++;
+    }
+    return { queued, inFlight };
+  }
+
   getOrder(orderId: string): OrderRecord | null {
     const entry = this.orders.get(orderId);
     return entry ? structuredClone(entry.order) : null;
@@ -84,6 +96,11 @@ class MemoryTables implements Tables {
       seen.add(key);
       return true;
     });
+    // A Set iterates in insertion order: the first entries are the oldest.
+    for (const old of seen) {
+      if (seen.size <= this.dedupeWindow) break;
+      seen.delete(old);
+    }
     listFor(this.data, deviceId).push(...fresh.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
     listFor(this.logs, deviceId).push(...logs.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
   }
@@ -158,6 +175,11 @@ function listFor<T>(map: Map<string, T[]>, key: string): T[] {
   return list;
 }
 
-export function createMemoryStore(): LocalStore {
-  return new LocalStore(new MemoryTables());
+export interface MemoryStoreOptions {
+  /** Data batches per device remembered to recognise a re-sent one. Default DEFAULT_DEDUPE_WINDOW. */
+  dedupeWindow?: number;
+}
+
+export function createMemoryStore(options: MemoryStoreOptions = {}): LocalStore {
+  return new LocalStore(new MemoryTables(checkedDedupeWindow(options.dedupeWindow)));
 }

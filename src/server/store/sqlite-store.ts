@@ -15,13 +15,18 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { encode } from '../../minijson/index.js';
 import type { PathpointDeclaration, Section } from '../../protocol/index.js';
-import { LocalStore, orderFromRow, type OrderRow, type Tables, type UploadRow } from './local-store.js';
+import { checkedDedupeWindow, LocalStore, orderFromRow, type OrderRow, type Tables, type UploadRow } from './local-store.js';
 import type { Baob, BaobInfo, DeviceConfig, OrderRecord, OrderState, Settlement } from './types.js';
 
 export interface SqliteStoreOptions {
   /** Default 'FULL' (see above). */
   synchronous?: 'FULL' | 'NORMAL';
+  /** Data batches per device remembered to recognise a re-sent one. Default DEFAULT_DEDUPE_WINDOW. */
+  dedupeWindow?: number;
 }
+
+/** Digests pruned once per this many inserts of a device (amortised; the table holds at most window + this per device). */
+const PRUNE_EVERY = 64;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS orders (
@@ -36,6 +41,8 @@ CREATE TABLE IF NOT EXISTS orders (
   deliveries INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS orders_by_device_state ON orders (device_id, state, seq);
+-- Only the orders not settled yet: counting them (metrics) reads no settled history.
+CREATE INDEX IF NOT EXISTS orders_open ON orders (state) WHERE state IN ('queued', 'in-flight');
 CREATE TABLE IF NOT EXISTS data_batches (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   device_id TEXT NOT NULL,
@@ -43,10 +50,12 @@ CREATE TABLE IF NOT EXISTS data_batches (
   payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS data_by_device ON data_batches (device_id, seq);
--- The SHA-256 of every data batch stored: a batch sent again after a lost CONFIRM is not stored twice.
+-- The SHA-256 of each device's most recent data batches (seq orders them): a batch sent again
+-- after a lost CONFIRM is not stored twice. Pruned to the dedupe window.
 CREATE TABLE IF NOT EXISTS data_digests (
   device_id TEXT NOT NULL,
   digest BLOB NOT NULL,
+  seq INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (device_id, digest)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_batches (
@@ -96,6 +105,15 @@ class SqliteTables implements Tables {
     this.db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    // Files from before the dedupe window have no seq: their digests count as the oldest.
+    if (!(this.db.pragma('table_info(data_digests)') as { name: string }[]).some((c) => c.name === 'seq')) {
+      this.db.exec('ALTER TABLE data_digests ADD COLUMN seq INTEGER NOT NULL DEFAULT 0');
+    }
+    this.db.exec('CREATE INDEX IF NOT EXISTS data_digests_by_age ON data_digests (device_id, seq)');
+    let digestSeq = (this.db.prepare('SELECT max(seq) AS seq FROM data_digests').get() as { seq: number | null }).seq ?? 0;
+    const dedupeWindow = checkedDedupeWindow(options.dedupeWindow);
+    /** Inserts per device since its digests were last pruned. */
+    const sincePrune = new Map<string, number>();
     // No connection survives a restart: whatever was in flight goes back to the queue.
     this.db.prepare(`UPDATE orders SET state = 'queued' WHERE state = 'in-flight'`).run();
     const db = this.db;
@@ -124,7 +142,11 @@ class SqliteTables implements Tables {
         `SELECT * FROM (SELECT * FROM orders WHERE device_id = ? AND state = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq`,
       ),
       getOrder: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE id = ?`),
-      insertDigest: db.prepare(`INSERT OR IGNORE INTO data_digests (device_id, digest) VALUES (?, ?)`),
+      countOpen: db.prepare<[], { state: string; n: number }>(`SELECT state, count(*) AS n FROM orders WHERE state IN ('queued', 'in-flight') GROUP BY state`),
+      insertDigest: db.prepare(`INSERT OR IGNORE INTO data_digests (device_id, digest, seq) VALUES (?, ?, ?)`),
+      pruneDigests: db.prepare(
+        `DELETE FROM data_digests WHERE device_id = @deviceId AND seq < (SELECT seq FROM data_digests WHERE device_id = @deviceId ORDER BY seq DESC LIMIT 1 OFFSET @newer)`,
+      ),
       insertData: db.prepare(`INSERT INTO data_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
       insertLogs: db.prepare(`INSERT INTO log_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
       dataRows: db.prepare<[string], { receivedAt: number; payload: Buffer }>(
@@ -155,9 +177,18 @@ class SqliteTables implements Tables {
     };
     const s = this.stmt;
     this.insertUploads = db.transaction((deviceId: string, data: UploadRow[], logs: UploadRow[]) => {
+      let inserted = 0;
       for (const r of data) {
-        if (r.digest && s.insertDigest.run(deviceId, r.digest).changes === 0) continue; // stored before
+        if (r.digest && s.insertDigest.run(deviceId, r.digest, ++digestSeq).changes === 0) continue; // stored before
         s.insertData.run(deviceId, r.receivedAt, r.payload);
+        inserted++;
+      }
+      const since = (sincePrune.get(deviceId) ?? 0) + inserted;
+      if (since >= PRUNE_EVERY) {
+        s.pruneDigests.run({ deviceId, newer: dedupeWindow - 1 });
+        sincePrune.delete(deviceId);
+      } else if (since) {
+        sincePrune.set(deviceId, since);
       }
       for (const r of logs) s.insertLogs.run(deviceId, r.receivedAt, r.payload);
     });
@@ -211,6 +242,11 @@ class SqliteTables implements Tables {
   listOrders(deviceId: string, state: OrderState | undefined, limit: number): OrderRecord[] {
     const rows = state === undefined ? this.stmt.listAll.all(deviceId, limit) : this.stmt.listState.all(deviceId, state, limit);
     return rows.map(toRecord);
+  }
+
+  countOpenOrders(): { queued: number; inFlight: number } {
+    const counts = new Map(this.stmt.countOpen.all().map((r) => [r.state, r.n]));
+    return { queued: counts.get('queued') ?? 0, inFlight: counts.get('in-flight') ?? 0 };
   }
 
   getOrder(orderId: string): OrderRecord | null {

@@ -159,6 +159,8 @@ export interface Store {
   available?(): boolean;
   /** Optional: called with the new value whenever `available()` changes. Returns an unsubscribe function. */
   onAvailabilityChange?(listener: (available: boolean, reason?: string) => void): () => void;
+  /** Optional (metrics): how many orders are queued and in flight now, over all devices. */
+  countOpenOrders?(): Promise<{ queued: number; inFlight: number }>;
 
   close(): Promise<void>;
 }
