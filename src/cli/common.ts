@@ -44,7 +44,7 @@ export function keyMaterialError(e: unknown): UserError | undefined {
 
 /**
  * Optional peer dependencies: the server needs fastify and @fastify/multipart (and amqplib for --store rabbitmq), the
- * demo's --inspect needs @statelyai/inspect. A device-only install has none of them, so the
+ * demo's --inspect needs @statelyai/inspect, the live view's charts mermaid (served to the page, never imported). A device-only install has none of them, so the
  * commands load them lazily, and a missing one is named with the command that installs it
  * (the majors of package.json's peerDependencies).
  */
@@ -53,6 +53,7 @@ export const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
   amqplib: 'amqplib@2',
   '@statelyai/inspect': '@statelyai/inspect@0.7',
   '@fastify/multipart': '@fastify/multipart@10',
+  mermaid: 'mermaid@11',
 };
 
 const HTTP_PEERS = ['fastify', '@fastify/multipart'];

@@ -29,8 +29,9 @@ issued through the admin API. Ctrl-C stops it cleanly (devices drain, the server
   --https-port N     HTTPS device API port (default 8443; 0 picks a free one)
   --admin-port N     admin API port (default 8444; 0 picks a free one)
   --order-every MS   how often an order is issued (default 1500)
-  --inspect          stream every machine to the XState inspector (@statelyai/inspect)
-  --inspect-port N   port of the inspector bridge (default 8080)`;
+  --live-port N      port of the local live view on 127.0.0.1 (default 0: a free one; its URL is printed)
+  --inspect          also stream every machine to Stately's inspector (@statelyai/inspect; its page needs internet)
+  --inspect-port N   port of the inspector bridge on 127.0.0.1 (default 8080)`;
 
 interface DemoDevice {
   device: NgttDevice;
@@ -49,6 +50,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       'https-port': { type: 'string' },
       'admin-port': { type: 'string' },
       'order-every': { type: 'string' },
+      'live-port': { type: 'string' },
       inspect: { type: 'boolean' },
       'inspect-port': { type: 'string' },
     });
@@ -66,6 +68,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       httpsPort: integerOption(o['https-port'], 'https-port', 8443, 0, 65535),
       adminPort: integerOption(o['admin-port'], 'admin-port', 8444, 0, 65535),
     };
+    const livePort = integerOption(o['live-port'], 'live-port', 0, 0, 65535);
     // Listen for Ctrl-C before starting anything: an early one still shuts down cleanly.
     const stopped = untilStopped(durationS);
     // In the current directory (like `ngtt server`'s ./data), never inside the installed package.
@@ -80,12 +83,19 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log(`NGTT demo: server on 127.0.0.1 — NGTT ${server.ngttPort}, HTTPS ${server.httpsPort}, admin ${adminUrl}`);
     console.log(`data in ${dataDir} (server.log, devices.log); try: ngtt order list dev-1 --admin ${adminUrl}`);
 
+    // The live view is local and needs no internet; a taken --live-port ends the demo with one line.
+    const { startLiveView } = await import('../../live/server.js');
+    const live = await startLiveView({ port: livePort, adminUrl }).catch(async (e) => {
+      await server.close();
+      throw e;
+    });
+    console.log(`live view: open ${live.url} in a browser to watch the fleet, its machines and its orders`);
     const inspector = o.inspect ? await startInspector(integerOption(o['inspect-port'], 'inspect-port', 8080, 1, 65535)) : undefined;
     const deviceLog = pino.destination({ dest: join(dataDir, 'devices.log'), sync: false, mkdir: true });
     const fleet: DemoDevice[] = [];
     for (const [i, id] of deviceIds.entries()) {
       const ngttEnabled = deviceCount === 1 || i < deviceCount - 1;
-      fleet.push(await startDevice(id, i, ngttEnabled, pki, server, dataDir, deviceLog, inspector?.inspect));
+      fleet.push(await startDevice(id, i, ngttEnabled, pki, server, dataDir, deviceLog, inspector?.inspect, live));
     }
 
     const issuer = new OrderIssuer(adminUrl, deviceIds, orderEveryMs);
@@ -114,6 +124,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     const final = view();
     console.log(renderSummary(final, await serverSummary(adminUrl)));
     inspector?.stop();
+    await live.close();
     await server.close();
     serverLog.flush();
     deviceLog.flush();
@@ -146,6 +157,7 @@ async function startDevice(
   dataDir: string,
   log: pino.DestinationStream,
   inspect: NgttDeviceOptions['inspect'],
+  live: NgttDeviceOptions['live'],
 ): Promise<DemoDevice> {
   const pkiDir = join(dataDir, 'pki');
   const material = existsSync(join(pkiDir, 'devices', `${id}.crt`)) ? await loadDevDevice(pkiDir, id) : await createDevDevice(pkiDir, id);
@@ -167,6 +179,7 @@ async function startDevice(
     spoolPath: join(dataDir, 'devices', `${id}.sqlite`),
     logger,
     inspect,
+    live,
     // Livelier than production defaults, so the HTTPS device visibly keeps up.
     pollIntervalMs: 1000,
     graceMs: 10_000,
