@@ -133,7 +133,21 @@ function deviceSection(deviceId) {
   return section;
 }
 
+/** Ended orders fold to one line, except each device's newest, so its chart stays to look at. */
+function markLatestOrders() {
+  for (const section of document.querySelectorAll('section.device')) {
+    const orders = [...section.querySelectorAll('.machine[data-machine="order"]')];
+    const newest = orders.reduce((a, c) => (!a || (state.actors.get(c.dataset.session)?.startedAt ?? 0) > (state.actors.get(a.dataset.session)?.startedAt ?? 0) ? c : a), undefined);
+    for (const card of orders) card.classList.toggle('latest', card === newest);
+  }
+}
+
 function renderMachines(changed) {
+  renderCards(changed);
+  markLatestOrders();
+}
+
+function renderCards(changed) {
   for (const sessionId of Object.keys(changed)) {
     const actor = state.actors.get(sessionId);
     const card = $(`[data-session="${CSS.escape(sessionId)}"]`);
