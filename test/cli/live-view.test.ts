@@ -5,14 +5,14 @@
  * order sent from the page reaches "confirmed" in the timeline, a browser opened late shows the
  * same current state, and the page never asks anything of a host other than 127.0.0.1.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import t from 'tap';
-import { NGTT, ROOT } from '../helpers/cli.js';
+import { ROOT, startNgtt } from '../helpers/cli.js';
 
 /** What the checks run in the page use of the DOM (the tests compile without the DOM library). */
 interface PageElement {
@@ -64,16 +64,8 @@ t.test('the live view shows the fleet and its machines, sends an order, and serv
   const output = join(ROOT, '.tap', 'output', 'live-view');
   await mkdir(output, { recursive: true });
 
-  const child = spawn(process.execPath, [...NGTT, 'demo', '--data', data, '--devices', '3', '--port', '0', '--https-port', '0', '--admin-port', '0', '--duration', '110'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (c) => (out += c));
-  child.stderr.on('data', (c) => (err += c));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  t.teardown(() => child.kill('SIGKILL'));
-  const url = await waitFor('the live view URL', () => out.match(/live view: open (http:\/\/127\.0\.0\.1:\d+\/)/)?.[1]);
+  const demo = startNgtt(t, ['demo', '--data', data, '--devices', '3', '--port', '0', '--https-port', '0', '--admin-port', '0', '--duration', '110']);
+  const url = await waitFor('the live view URL', () => demo.out.match(/live view: open (http:\/\/127\.0\.0\.1:\d+\/)/)?.[1]);
 
   const browsers: Browser[] = [];
   t.teardown(() => Promise.all(browsers.map((b) => b.close())));
@@ -168,6 +160,6 @@ t.test('the live view shows the fleet and its machines, sends an order, and serv
   t.same(outside, [], `the pages asked nothing of any other host (${requests.length} requests)`);
   t.ok(requests.some((r) => r.endsWith('/mermaid.min.js')), 'Mermaid came from the live view itself');
 
-  child.kill('SIGINT');
-  t.equal(await exited, 0, `the demo stops cleanly (stderr: ${err.trim()})`);
+  demo.child.kill('SIGINT');
+  t.equal(await demo.exited, 0, `the demo stops cleanly (stderr: ${demo.err.trim()})`);
 });

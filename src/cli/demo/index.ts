@@ -13,7 +13,7 @@ import { createDevDevice, createDevPki, loadDevDevice, loadDevPki, type DevPki }
 import type { NgttServer, ServerOptions } from '../../server/index.js';
 import { adminRequest } from '../admin-client.js';
 import { integerOption, parse, runCommand } from '../common.js';
-import { Display, type FleetView } from './display.js';
+import { Display, HTTPS_NOTE, type FleetView } from './display.js';
 import { OrderIssuer } from './order-issuer.js';
 import { Plant } from './plant.js';
 
@@ -107,6 +107,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       devices: fleet.map((d) => ({ ...d.device.status(), ngttEnabled: d.ngttEnabled })),
       ordersIssued: issuer.issued,
       issueError: issuer.lastError,
+      orders: live.orders.list(50),
     });
     const sampler = setInterval(() => {
       const now = Date.now();
@@ -115,11 +116,12 @@ export async function runDemo(argv: string[]): Promise<number> {
     }, 1000);
     const painter = setInterval(() => display.update(view()), display.isTTY ? 500 : 250);
 
-    await stopped;
+    const why = await stopped;
     clearInterval(sampler);
     clearInterval(painter);
     await issuer.stop();
-    console.log('\nstopping: devices drain their work, then the server closes… (Ctrl-C again to force)');
+    // Only a Ctrl-C can be followed by another; a --duration ending has nobody to press it.
+    console.log(`\nstopping: devices drain their work, then the server closes…${why === 'signal' ? ' (Ctrl-C again to force)' : ''}`);
     await Promise.all(fleet.map((d) => d.device.close({ timeoutMs: 5000 }).catch((e) => console.error(`${d.device.status().deviceId}: ${(e as Error).message}`))));
     const final = view();
     console.log(renderSummary(final, await serverSummary(adminUrl)));
@@ -219,21 +221,21 @@ async function startInspector(port: number): Promise<{ inspect: NgttDeviceOption
  * One press arrives more than once: the terminal signals the whole process group and npm and
  * tsx relay it too, so signals within a second of the first count as the same press.
  */
-function untilStopped(seconds: number): Promise<void> {
+function untilStopped(seconds: number): Promise<'signal' | 'duration'> {
   return new Promise((resolveStop) => {
     let stoppedAt = 0;
-    const stop = () => {
+    const stop = (why: 'signal' | 'duration') => {
       if (stoppedAt) {
         if (Date.now() - stoppedAt < 1000) return;
         console.error('\nforced exit');
         process.exit(130);
       }
       stoppedAt = Date.now();
-      resolveStop();
+      resolveStop(why);
     };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-    if (seconds > 0) setTimeout(stop, seconds * 1000).unref();
+    process.on('SIGINT', () => stop('signal'));
+    process.on('SIGTERM', () => stop('signal'));
+    if (seconds > 0) setTimeout(() => stop('duration'), seconds * 1000).unref();
   });
 }
 
@@ -260,5 +262,6 @@ function renderSummary(view: FleetView, server: ServerDeviceSummary[]): string {
   for (const s of server) {
     lines.push(`  server: ${s.deviceId} orders confirmed ${s.counters.ordersConfirmed}, rejected ${s.counters.ordersRejected}, delivered by HTTPS poll ${s.counters.ordersDelivered}; data batches stored ${s.counters.dataBatchesConfirmed}; log records ${s.counters.logRecords}`);
   }
+  if (view.devices.some((d) => !d.ngttEnabled)) lines.push(`  ${HTTPS_NOTE}`);
   return lines.join('\n');
 }
