@@ -7,7 +7,8 @@
  *   const device = new NgttDevice({ ...options, live });
  *   console.log(`live view: ${live.url}`);
  */
-export { startLiveView, LiveViewListenError, type LiveView, type LiveViewOptions } from './server.js';
+export { startLiveView, type LiveView, type LiveViewOptions } from './server.js';
+export { ListenError, listenOnLoopback } from './listen.js';
 export { ActorBoard, type ActorView, type ActorEventView, type ActorBoardOptions } from './actors.js';
 export { OrderTimeline, describeOrder, type TimelineEntry, type OrderTimelineOptions, type ServerOrderState } from './orders.js';
 export { stateChart, activePaths, eventLabel, type StateChart } from './state-chart.js';

@@ -11,12 +11,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
-import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { InspectionEvent } from 'xstate';
 import type { NgttDevice } from '../device/ngtt-device.js';
 import { parseSectionsStrict, PayloadError } from '../protocol/index.js';
 import { ActorBoard, type ActorView } from './actors.js';
+import { listenOnLoopback, LOOPBACK } from './listen.js';
 import { OrderTimeline, type TimelineEntry } from './orders.js';
 
 export interface LiveViewOptions {
@@ -44,18 +44,7 @@ export interface LiveView {
   close(): Promise<void>;
 }
 
-/** The port is taken, or the address cannot be had: the caller's to fix, in one line. */
-export class LiveViewListenError extends Error {
-  override name = 'UserError';
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
-  }
-}
-
-const HOST = '127.0.0.1';
+const HOST = LOOPBACK;
 
 /** The page's files: next to this module from the sources, in src/live/assets from dist/. */
 function assetsDir(): string {
@@ -182,15 +171,16 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
     reply(res, 404, { error: `no ${req.method} ${path}` });
   }
 
-  await new Promise<void>((resolveListen, rejectListen) => {
-    server.once('error', (e: NodeJS.ErrnoException) => {
-      const port = options.port ?? 0;
-      const why = e.code === 'EADDRINUSE' ? 'the port is in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
-      rejectListen(new LiveViewListenError(`the live view cannot listen on ${HOST}:${port}: ${why} (choose another port, or 0 for a free one)`, e.code ?? 'ELISTEN'));
-    });
-    server.listen(options.port ?? 0, HOST, () => resolveListen());
-  });
-  const port = (server.address() as AddressInfo).port;
+  let port: number;
+  try {
+    port = await listenOnLoopback(server, options.port ?? 0, 'the live view', 'choose another port, or 0 for a free one');
+  } catch (e) {
+    clearInterval(pusher);
+    clearInterval(keepalive);
+    actors.close();
+    orders.close();
+    throw e;
+  }
   origin = `http://${HOST}:${port}`;
 
   const attach = (device: NgttDevice) => {

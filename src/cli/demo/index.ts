@@ -15,6 +15,7 @@ import { adminRequest } from '../admin-client.js';
 import { integerOption, parse, runCommand } from '../common.js';
 import { Display, HTTPS_NOTE, type FleetView } from './display.js';
 import { OrderIssuer } from './order-issuer.js';
+import { startStatelyBridge } from './stately-bridge.js';
 import { Plant } from './plant.js';
 
 const HELP = `Usage: ngtt demo [options]     (npm start runs this)
@@ -69,6 +70,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       adminPort: integerOption(o['admin-port'], 'admin-port', 8444, 0, 65535),
     };
     const livePort = integerOption(o['live-port'], 'live-port', 0, 0, 65535);
+    const inspectPort = integerOption(o['inspect-port'], 'inspect-port', 8080, 1, 65535);
     // Listen for Ctrl-C before starting anything: an early one still shuts down cleanly.
     const stopped = untilStopped(durationS);
     // In the current directory (like `ngtt server`'s ./data), never inside the installed package.
@@ -90,7 +92,14 @@ export async function runDemo(argv: string[]): Promise<number> {
       throw e;
     });
     console.log(`live view: open ${live.url} in a browser to watch the fleet, its machines and its orders`);
-    const inspector = o.inspect ? await startInspector(integerOption(o['inspect-port'], 'inspect-port', 8080, 1, 65535)) : undefined;
+    const inspector = o.inspect
+      ? await startStatelyBridge(inspectPort).catch(async (e) => {
+          await live.close();
+          await server.close();
+          throw e;
+        })
+      : undefined;
+    if (inspector) console.log(`XState inspector (Stately's page, needs internet): open ${inspector.url}`);
     const deviceLog = pino.destination({ dest: join(dataDir, 'devices.log'), sync: false, mkdir: true });
     const fleet: DemoDevice[] = [];
     for (const [i, id] of deviceIds.entries()) {
@@ -198,22 +207,6 @@ async function startDevice(
   shipped = device.logStream();
   device.start();
   return { device, plant, ngttEnabled };
-}
-
-/** The XState inspector bridge: a local WebSocket server the Stately inspector UI connects to. */
-async function startInspector(port: number): Promise<{ inspect: NgttDeviceOptions['inspect']; stop(): void }> {
-  const { createInspectorServer } = await import('@statelyai/inspect/server');
-  const { createWebSocketInspector } = await import('@statelyai/inspect');
-  const server = createInspectorServer({ port, autoOpen: false });
-  const inspector = createWebSocketInspector({ url: `ws://127.0.0.1:${port}` });
-  console.log(`XState inspector: open http://localhost:${port} in a browser to watch every machine live`);
-  return {
-    inspect: inspector.inspect as NgttDeviceOptions['inspect'],
-    stop() {
-      inspector.stop();
-      server.stop();
-    },
-  };
 }
 
 /**

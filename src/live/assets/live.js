@@ -107,7 +107,7 @@ function renderTimeline() {
   const rows = list.map((o) => {
     const tr = el('tr', { 'data-order': o.id, 'data-stage': o.stage, class: state.mine.has(o.id) ? 'mine' : '' });
     const start = o.enqueuedAt;
-    const delivered = after(start, o.receivedAt) + (o.via === 'https' && o.receivedAt ? ' poll delay' : '');
+    const delivered = after(start, o.receivedAt) && `${after(start, o.receivedAt)}${o.via === 'https' ? ' poll delay' : ''}`;
     const executed = o.doneAt ? `${after(start, o.doneAt)}${o.outcome === 'rejected' ? ` rejected${o.reason ? `: ${o.reason}` : ''}` : ''}` : o.executingAt ? 'running' : '';
     const confirmed = o.serverState === 'confirmed' || o.serverState === 'rejected' ? `${after(start, o.settledAt)} ${o.serverState}` : o.via === 'https' && o.serverState === 'delivered' ? 'n/a (HTTPS)' : '';
     for (const [field, text] of Object.entries({ device: o.deviceId, what: o.what, via: o.via ? o.via.toUpperCase() : '', stage: o.stage, enqueued: start ? time(start) : '', delivered, executed, confirmed })) {
