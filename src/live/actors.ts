@@ -142,8 +142,7 @@ export class ActorBoard {
    * Drops ended actors: orders after keepEndedMs (so the last ones stay visible), others at once.
    * Also catches actors stopped without a last snapshot (their ref says so).
    */
-  private sweep(): void {
-    const now = Date.now();
+  sweep(now = Date.now()): void {
     for (const view of this.actors.values()) {
       if (view.status === 'active') {
         const status = (this.refs.get(view.sessionId)?.getSnapshot() as { status?: string } | undefined)?.status;
