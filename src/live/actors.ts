@@ -40,6 +40,17 @@ export interface ActorBoardOptions {
   keepEndedMs?: number;
 }
 
+/** Invocations without an id are named after their state path (`0.order.recording`): its last part says enough. */
+const shortId = (id: string) => (/^\d+\./.test(id) ? id.slice(id.lastIndexOf('.') + 1) : id);
+
+/** XState's own events in a few words: `done(recording)`, `after(due)`; others as they are. */
+function shortEvent(type: string): string {
+  const actor = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
+  if (actor) return `${actor[1]}(${shortId(actor[2]!)})`;
+  const after = /^xstate\.after\.([^.]+)\./.exec(type);
+  return after ? `after(${after[1]})` : type;
+}
+
 const isMachine = (logic: unknown): logic is AnyStateMachine => typeof logic === 'object' && logic !== null && 'root' in logic && 'config' in logic;
 
 export class ActorBoard {
@@ -121,8 +132,9 @@ export class ActorBoard {
       }
       this.changed(view);
     } else if (event.type === '@xstate.event') {
-      const source = event.sourceRef as AnyActorRef | undefined;
-      view.events.push({ at: Date.now(), type: event.event.type, from: source && source !== event.actorRef ? source.id : undefined });
+      const source = event.sourceRef as (AnyActorRef & { _parent?: unknown; logic?: { id?: string } }) | undefined;
+      const from = !source || source === event.actorRef ? undefined : source._parent ? shortId(source.id) : (source.logic?.id ?? source.id);
+      view.events.push({ at: Date.now(), type: shortEvent(event.event.type), from });
       if (view.events.length > this.eventsPerActor) view.events.shift();
       this.changed(view);
     }

@@ -21,6 +21,8 @@ export interface TimelineEntry {
   /** What the order was, e.g. `write W1=1037; read f2`. */
   what: string;
   via?: 'ngtt' | 'https';
+  /** The device's order actor (`order-3`), once the device has it. */
+  actor?: string;
   /** Unix ms of each step, once known. */
   enqueuedAt?: number;
   receivedAt?: number;
@@ -141,6 +143,7 @@ export class OrderTimeline {
   private deviceSaid(deviceId: string, e: DeviceOrderEvent): void {
     const now = Date.now();
     this.update(e.id ?? `${deviceId}:${e.key}`, deviceId, (entry) => {
+      entry.actor = e.key;
       if (e.phase === 'received') {
         entry.receivedAt ??= now;
         entry.via = e.via;

@@ -128,6 +128,11 @@ t.test('the live view shows the fleet and its machines, sends an order, and serv
   const row = `#timeline tr[data-order="${orderId}"]`;
   await page.waitForSelector(`${row}[data-stage="confirmed"]`, { timeout: 20_000 });
   t.equal(await page.textContent(`${row} td[data-field="what"]`), 'write W1=4321', 'the timeline says what the order was');
+  // It went through an order actor on dev-1, shown with its chart, ended in `acked`.
+  const orderCard = `.machine.mine[data-device="dev-1"][data-order="${orderId}"]`;
+  await page.waitForSelector(`${orderCard}[data-chart="drawn"]`);
+  t.equal(await page.getAttribute(orderCard, 'data-active'), 'acked', 'the order machine ended in acked');
+  t.equal(await page.textContent(`${orderCard} .what`), 'write W1=4321');
   t.match(await page.textContent(`${row} td[data-field="delivered"]`), /^\+\d+ ms$/, 'delivery latency shown');
   t.match(await page.textContent(`${row} td[data-field="confirmed"]`), /^\+\d+ ms confirmed$/, 'confirmation latency shown');
   // An HTTPS device's orders are delivered by a poll: its delay is shown, and "delivered" is final.
@@ -137,7 +142,9 @@ t.test('the live view shows the fleet and its machines, sends an order, and serv
   t.match(await page.textContent(`${polled} td[data-field="confirmed"]`), /n\/a \(HTTPS\)/, 'HTTPS: no confirmation to wait for');
   const screenshot = join(output, 'live-view.png');
   await page.screenshot({ path: screenshot, fullPage: true });
-  t.comment(`screenshot: ${screenshot}`);
+  await page.locator(orderCard).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(output, 'live-view-order.png') });
+  t.comment(`screenshots: ${screenshot}, ${join(output, 'live-view-order.png')}`);
 
   // A second browser, opened late, starts from the same current state (not the tail of an event log).
   const late = await open();

@@ -36,6 +36,11 @@ t.test('machine actors are shown with their charts, states and events; other act
   t.same(worker!.events.map((e) => e.type).slice(-1), ['GO']);
   t.equal(worker!.events.at(-1)!.from, undefined, 'sent by the parent on behalf of itself, not another actor');
   t.same(board.chartList().map((c) => c.machine).sort(), ['child', 'parent']);
+  // XState's own events in a few words, and the sender named by its machine.
+  const done = createActor(setup({ actors: { work: fromPromise(async () => 1) } }).createMachine({ id: 'job', initial: 'run', states: { run: { invoke: { src: 'work', onDone: 'ok' } }, ok: {} } }), { inspect: board.inspector('dev-1') }).start();
+  await new Promise<void>((resolve) => done.subscribe((s) => s.matches('ok') && resolve()));
+  const job = board.list().find((v) => v.name === 'job')!;
+  t.same(job.events.map((e) => [e.type, e.from]), [['xstate.init', undefined], ['done(run)', 'run']]);
   t.ok(changes.includes('worker'));
 });
 

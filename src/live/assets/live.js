@@ -105,7 +105,7 @@ function renderDevicePicker() {
 function renderTimeline() {
   const list = [...state.orders.values()].sort((a, b) => (b.enqueuedAt ?? b.receivedAt ?? 0) - (a.enqueuedAt ?? a.receivedAt ?? 0)).slice(0, 40);
   const rows = list.map((o) => {
-    const tr = el('tr', { 'data-order': o.id, 'data-stage': o.stage, class: state.mine.has(o.id) ? 'mine' : '' });
+    const tr = el('tr', { 'data-order': o.id, 'data-stage': o.stage, 'data-actor': o.actor ?? '', class: state.mine.has(o.id) ? 'mine' : '' });
     const start = o.enqueuedAt;
     const delivered = after(start, o.receivedAt) && `${after(start, o.receivedAt)}${o.via === 'https' ? ' poll delay' : ''}`;
     const executed = o.doneAt ? `${after(start, o.doneAt)}${o.outcome === 'rejected' ? ` rejected${o.reason ? `: ${o.reason}` : ''}` : ''}` : o.executingAt ? 'running' : '';
@@ -145,6 +145,20 @@ function markLatestOrders() {
 function renderMachines(changed) {
   renderCards(changed);
   markLatestOrders();
+  markMyOrders();
+}
+
+/** Each order actor says what its order is; those of orders sent from this page are outlined like their timeline rows. */
+function markMyOrders() {
+  for (const o of state.orders.values()) {
+    if (!o.actor) continue;
+    const card = $(`.machine[data-device="${CSS.escape(o.deviceId)}"][data-name="${CSS.escape(o.actor)}"]`);
+    if (!card) continue;
+    const what = $('.what', card);
+    if (what.textContent !== o.what) what.textContent = o.what;
+    card.dataset.order = o.id;
+    if (state.mine.has(o.id)) card.classList.add('mine');
+  }
 }
 
 function renderCards(changed) {
@@ -169,7 +183,7 @@ function renderCards(changed) {
 
 function newCard(actor) {
   const card = el('div', { class: 'machine', 'data-session': actor.sessionId, 'data-device': actor.deviceId, 'data-name': actor.name, 'data-machine': actor.machine });
-  card.append(el('h3'), el('div', { class: 'active-text' }), el('div', { class: 'chart' }), el('ol', { class: 'events' }));
+  card.append(el('h3'), el('div', { class: 'what' }), el('div', { class: 'active-text' }), el('div', { class: 'chart' }), el('ol', { class: 'events' }));
   const chart = state.charts.get(actor.machine);
   if (chart && hasMermaid) {
     svgFor(chart).then((svg) => {
