@@ -64,6 +64,9 @@ function mermaidFile(): string | undefined {
   }
 }
 
+/** What a page may have unread before it is dropped (it reconnects for a fresh snapshot). */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 // The page may talk to this server only: a stray reference to anything else fails in the browser.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; form-action 'none'; base-uri 'none'";
@@ -95,7 +98,16 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
     } else changedActors.set(view.sessionId, view);
   });
   orders.onChange((entry) => changedOrders.set(entry.id, entry));
-  const send = (res: ServerResponse, event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  const send = (res: ServerResponse, event: string, data: unknown) => {
+    // A page that cannot keep up is dropped rather than buffered without bound: its EventSource
+    // reconnects and starts again from a fresh snapshot.
+    if (res.writableLength > MAX_BUFFERED_BYTES) {
+      clients.delete(res);
+      res.destroy();
+      return;
+    }
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
   const pusher = setInterval(() => {
     const charts = actors.chartList();
     const update = {
