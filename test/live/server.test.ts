@@ -1,7 +1,13 @@
 /** The live view's HTTP side: loopback only, its own pages only, clear errors. */
+import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
+import type { InspectionEvent } from 'xstate';
+import { NgttDevice } from '../../src/device/index.js';
 import { ListenError, startLiveView } from '../../src/live/index.js';
+import { createDevDevice, createDevPki } from '../../src/pki/index.js';
 
 function call(port: number, path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; type: string; text: string }> {
   return new Promise((resolve, reject) => {
@@ -51,4 +57,32 @@ t.test('a busy port is a one-line error', async (t) => {
   t.type(error, ListenError);
   t.equal((error as ListenError).code, 'EADDRINUSE');
   t.equal((error as Error).message, `the live view cannot listen on 127.0.0.1:${first.port}: the port is in use (choose another port, or 0 for a free one)`);
+});
+
+t.test("NgttDevice's live option shows the device and its machines, next to its own inspect", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ngtt-live-device-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const pki = await createDevPki(dir);
+  const material = await createDevDevice(dir, 'bench-1');
+  const live = await startLiveView();
+  t.teardown(() => live.close());
+  const seen: string[] = [];
+  // No server: NGTT off and HTTPS to a closed port; the machines run (and retry) all the same.
+  const device = new NgttDevice({
+    ca: pki.ca.cert,
+    ...material,
+    host: '127.0.0.1',
+    httpsPort: 9,
+    spoolPath: ':memory:',
+    handlers: { onRead: () => 0, onWrite: () => {} },
+    inspect: (e: InspectionEvent) => seen.push(e.type),
+    live,
+  });
+  t.teardown(() => device.close({ timeoutMs: 1000 }));
+  device.start();
+  const names = live.actors.list().filter((a) => a.deviceId === 'bench-1').map((a) => a.name);
+  t.ok(names.includes('supervisor') && names.includes('upload') && names.includes('logs'), `the device's machines are on the board (${names.join(', ')})`);
+  t.ok(seen.includes('@xstate.actor'), 'its own inspector gets the events too');
+  const state = JSON.parse((await call(live.port, '/state')).text) as { fleet: { deviceId: string; connection: string }[] };
+  t.same(state.fleet.map((d) => [d.deviceId, d.connection]), [['bench-1', 'disabled']]);
 });
