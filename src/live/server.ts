@@ -98,7 +98,7 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
     } else changedActors.set(view.sessionId, view);
   });
   orders.onChange((entry) => changedOrders.set(entry.id, entry));
-  const send = (res: ServerResponse, event: string, data: unknown) => {
+  const send = (res: ServerResponse, event: string, data: string) => {
     // A page that cannot keep up is dropped rather than buffered without bound: its EventSource
     // reconnects and starts again from a fresh snapshot.
     if (res.writableLength > MAX_BUFFERED_BYTES) {
@@ -106,7 +106,7 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
       res.destroy();
       return;
     }
-    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    res.write(`event: ${event}\ndata: ${data}\n\n`);
   };
   const pusher = setInterval(() => {
     const charts = actors.chartList();
@@ -122,7 +122,8 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
     changedActors.clear();
     removedActors.clear();
     changedOrders.clear();
-    for (const res of clients) send(res, 'update', update);
+    const text = JSON.stringify(update);
+    for (const res of clients) send(res, 'update', text);
   }, options.pushEveryMs ?? 250);
   const keepalive = setInterval(() => {
     for (const res of clients) res.write(': keepalive\n\n');
@@ -160,7 +161,7 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
     if (req.method === 'GET' && path === '/state') return reply(res, 200, snapshot());
     if (req.method === 'GET' && path === '/events') {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-      send(res, 'snapshot', snapshot());
+      send(res, 'snapshot', JSON.stringify(snapshot()));
       clients.add(res);
       req.on('close', () => clients.delete(res));
       return;
