@@ -44,8 +44,8 @@ export function keyMaterialError(e: unknown): UserError | undefined {
 
 /**
  * Optional peer dependencies: the server needs fastify and @fastify/multipart (and amqplib for --store rabbitmq,
- * prom-client for /metrics), the
- * demo's --inspect needs @statelyai/inspect. A device-only install has none of them, so the
+ * pg for --pg-url, prom-client for /metrics), the demo's --inspect needs @statelyai/inspect, the live
+ * view's charts mermaid (served to the page, never imported). A device-only install has none of them, so the
  * commands load them lazily, and a missing one is named with the command that installs it
  * (the majors of package.json's peerDependencies).
  */
@@ -57,6 +57,7 @@ export const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
   '@fastify/multipart': '@fastify/multipart@10',
   // /metrics on the admin API; without it the server runs and /metrics answers 501.
   'prom-client': 'prom-client@15',
+  mermaid: 'mermaid@11',
 };
 
 const HTTP_PEERS = ['fastify', '@fastify/multipart'];

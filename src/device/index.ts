@@ -18,6 +18,7 @@ export {
   type WaitOptions,
   type DeviceBaobs,
   type DeviceBaobSyncResult,
+  type DeviceWatcher,
 } from './ngtt-device.js';
 export type { DeviceBaob, DeviceBaobInfo } from './baob-store.js';
 export type { DeviceBaobEvent } from './baob-io.js';

@@ -85,6 +85,8 @@ export interface NgttDeviceOptions extends DeviceTlsOptions {
   logger?: Logger;
   /** Passed to createActor: e.g. createBrowserInspector().inspect from @statelyai/inspect. */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Shows this device and its machines in a live view while developing: `await startLiveView()` from 'ngtt/live'. */
+  live?: DeviceWatcher;
   /** How long NGTT may be down before orders, logs and data fall back to HTTPS. Default 60 s. */
   graceMs?: number;
   /** HTTPS order polling interval. Default 30 s. */
@@ -128,6 +130,11 @@ export interface DeviceBaobs {
    * 60 s) passes or the device closes.
    */
   sync(options?: WaitOptions): Promise<DeviceBaobSyncResult>;
+}
+
+/** Watches a device during development (the live view of 'ngtt/live'): gets the device, gives the inspector of its machines. */
+export interface DeviceWatcher {
+  attach(device: NgttDevice): (event: InspectionEvent) => void;
 }
 
 export type ConnectionStateName = 'disabled' | ConnectionState;
@@ -278,10 +285,12 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private readonly lastFault = new Map<string, string>();
   /** Internal: something the close() waits look at has changed. */
   private readonly changes = new EventEmitter();
+  private readonly inspectors: NonNullable<NgttDeviceOptions['inspect']>[];
 
   constructor(private readonly options: NgttDeviceOptions) {
     super();
     this.deviceId = deviceIdOf(options.cert);
+    this.inspectors = [options.inspect, options.live?.attach(this)].filter((i) => i !== undefined);
     this.log = (options.logger ?? pino({ enabled: false })).child({ component: 'ngtt-device', deviceId: this.deviceId });
     this.connection = options.ngtt ? 'disconnected' : 'disabled';
     this.retry = withDefaults(DEFAULT_BACKOFF, options.retry);
@@ -485,7 +494,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private startSupervisor(): void {
     const o = this.options;
     const actor = (this.actor = createActor(this.machine!, {
-      inspect: withOrphanStop(guardInspector(o.inspect)),
+      inspect: withOrphanStop(guardInspector(this.inspectors)),
       input: {
         random: this.random,
         ngtt: o.ngtt ?? false,
@@ -830,15 +839,17 @@ function statusText(body: unknown): string {
   return typeof text === 'string' && text ? `: ${text}` : typeof body === 'string' && body ? `: ${body.slice(0, 100)}` : '';
 }
 
-/** An inspector that throws must not take the machines down with it. */
-function guardInspector(inspect: NgttDeviceOptions['inspect']): ((event: InspectionEvent) => void) | undefined {
-  if (!inspect) return undefined;
+/** An inspector that throws must not take the machines down with it (nor the other inspectors). */
+function guardInspector(inspectors: NonNullable<NgttDeviceOptions['inspect']>[]): ((event: InspectionEvent) => void) | undefined {
+  if (inspectors.length === 0) return undefined;
   return (event) => {
-    try {
-      if (typeof inspect === 'function') inspect(event);
-      else inspect.next?.(event);
-    } catch {
-      // Development tooling only.
+    for (const inspect of inspectors) {
+      try {
+        if (typeof inspect === 'function') inspect(event);
+        else inspect.next?.(event);
+      } catch {
+        // Development tooling only.
+      }
     }
   };
 }

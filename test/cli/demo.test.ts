@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { NGTT } from '../helpers/cli.js';
+import { NGTT, startNgtt } from '../helpers/cli.js';
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -24,17 +24,9 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly', async (t) => {
   const data = await mkdtemp(join(tmpdir(), 'ngtt-demo-'));
   t.teardown(() => rm(data, { recursive: true, force: true }));
-  const child = spawn(process.execPath, [...NGTT, 'demo', '--data', data, '--port', '0', '--https-port', '0', '--admin-port', '0', '--order-every', '200'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (c) => (out += c));
-  child.stderr.on('data', (c) => (err += c));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  t.teardown(() => child.kill('SIGKILL'));
+  const demo = startNgtt(t, ['demo', '--data', data, '--port', '0', '--https-port', '0', '--admin-port', '0', '--order-every', '200']);
 
-  const adminUrl = await waitFor('the admin URL', async () => out.match(/admin (http:\/\/127\.0\.0\.1:\d+)/)?.[1]);
+  const adminUrl = await waitFor('the admin URL', async () => demo.out.match(/admin (http:\/\/127\.0\.0\.1:\d+)/)?.[1]);
   type Dev = { deviceId: string; connected: boolean; counters: { ordersConfirmed: number; dataBatchesConfirmed: number; httpRequests: number } };
   const devices = async () => ((await (await fetch(`${adminUrl}/v1/admin/devices`)).json()) as { devices: Dev[] }).devices;
 
@@ -60,18 +52,21 @@ t.test('ngtt demo runs a fleet, acks orders, confirms values and stops cleanly',
   t.ok((await waitFor('shipped logs', logs)).length > 0, 'log shipping');
 
   // Plain periodic lines in a non-TTY, with the machine's state names.
-  await waitFor('a status line', async () => (/dev-1 ngtt=on transport=ngtt connection=authenticated/.test(out) ? true : undefined));
-  t.match(out, /dev-3 ngtt=off transport=https/);
-  t.notMatch(out, /\x1b\[/, 'no terminal escapes in a pipe');
+  await waitFor('a status line', async () => (/dev-1 ngtt=on transport=ngtt connection=authenticated/.test(demo.out) ? true : undefined));
+  t.match(demo.out, /dev-3 ngtt=off transport=https/);
+  t.notMatch(demo.out, /\x1b\[/, 'no terminal escapes in a pipe');
 
-  child.kill('SIGINT');
-  const code = await exited;
-  t.equal(code, 0, `clean exit (stderr: ${err.slice(0, 500)})`);
-  t.match(out, /demo finished after .* orders issued; devices acked [1-9]\d*/);
-  t.match(out, /confirmed [1-9]\d*/);
+  demo.child.kill('SIGINT');
+  const code = await demo.exited;
+  t.equal(code, 0, `clean exit (stderr: ${demo.err.slice(0, 500)})`);
+  t.match(demo.out, /stopping: .*\(Ctrl-C again to force\)/, 'after a Ctrl-C, a second one forces');
+  t.match(demo.out, /^live view: open http:\/\/127\.0\.0\.1:\d+\/ /m, 'the live view URL is printed');
+  t.match(demo.out, /order dev-1 +\S.* NGTT +confirmed +delivered \+\d+ ms, executed \+\d+ ms, confirmed \+\d+ ms/, 'settled orders with what they were and their latency');
+  t.match(demo.out, /demo finished after .* orders issued; devices acked [1-9]\d*/);
+  t.match(demo.out, /confirmed [1-9]\d*/);
   // Every order the demo sends is executable: a rejection would mean an order lost (e.g. one
   // cut short by the shutdown and refused instead of left for redelivery).
-  t.match(out, /devices acked \d+, rejected 0;/);
+  t.match(demo.out, /devices acked \d+, rejected 0;/);
 });
 
 t.test('without --data the demo keeps its data in ./data/demo of the current directory', async (t) => {
@@ -84,6 +79,7 @@ t.test('without --data the demo keeps its data in ./data/demo of the current dir
   t.teardown(() => child.kill('SIGKILL'));
   const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   t.equal(code, 0, out.slice(-500));
+  t.notMatch(out, /Ctrl-C again/, 'a --duration ending offers no forcing');
   t.match(out, `data in ${join(cwd, 'data', 'demo')} `);
   for (const file of ['pki/ca.key', 'pki/devices/dev-1.crt', 'server/ngtt.db', 'server.log']) t.ok(existsSync(join(cwd, 'data', 'demo', file)), file);
 });

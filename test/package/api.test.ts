@@ -21,7 +21,7 @@ const entries = Object.entries(manifest.exports)
   .map(([name, target]) => ({ name: `ngtt${name.slice(1)}`, source: sourceOf(target.default), types: target.types }));
 
 t.test('exports: every entry has types and code from the same module of dist/', async (t) => {
-  t.same(entries.map((e) => e.name).sort(), ['ngtt', 'ngtt/device', 'ngtt/machines', 'ngtt/minijson', 'ngtt/pki', 'ngtt/protocol', 'ngtt/server', 'ngtt/server/postgres', 'ngtt/server/rabbitmq']);
+  t.same(entries.map((e) => e.name).sort(), ['ngtt', 'ngtt/device', 'ngtt/live', 'ngtt/machines', 'ngtt/minijson', 'ngtt/pki', 'ngtt/protocol', 'ngtt/server', 'ngtt/server/postgres', 'ngtt/server/rabbitmq']);
   for (const e of entries) t.equal(e.types.replace(/\.d\.ts$/, '.ts'), `./dist/${e.source}`, e.name);
 });
 
@@ -87,7 +87,7 @@ t.test('device-side entries load no server code, no optional peer, no certificat
   const peers = Object.keys(manifest.peerDependencies);
   for (const entry of ['ngtt', 'ngtt/device', 'ngtt/minijson', 'ngtt/protocol', 'ngtt/machines']) {
     const { files, packages } = importGraph(join(ROOT, entries.find((e) => e.name === entry)!.source), true);
-    t.same([...files].filter((f) => f.startsWith('src/server/') || f.startsWith('src/cli/') || f === 'src/pki/certificates.ts'), [], `${entry}: no server, CLI or certificate-making module`);
+    t.same([...files].filter((f) => f.startsWith('src/server/') || f.startsWith('src/cli/') || f.startsWith('src/live/') || f === 'src/pki/certificates.ts'), [], `${entry}: no server, CLI, live view or certificate-making module`);
     t.same([...packages].filter((p) => peers.includes(p)), [], `${entry}: no optional peer`);
   }
   const minijson = importGraph(join(ROOT, 'src/minijson/index.ts'), true);
@@ -101,6 +101,10 @@ t.test('device-side entries load no server code, no optional peer, no certificat
   t.ok(importGraph(join(ROOT, 'src/server/postgres/index.ts'), true).packages.has('pg'));
   t.notOk(importGraph(join(ROOT, 'src/server/rabbitmq/index.ts'), true).packages.has('pg'), 'ngtt/server/rabbitmq does not load pg');
   t.notOk(server.packages.has('prom-client'), 'ngtt/server loads prom-client only when it starts (lazily)');
+  // The live view needs no server code and no optional peer in its import graph (mermaid is served as a file, never imported).
+  const live = importGraph(join(ROOT, 'src/live/index.ts'), true);
+  t.same([...live.files].filter((f) => f.startsWith('src/server/')), [], 'ngtt/live: no server module');
+  t.same([...live.packages].filter((p) => peers.includes(p)), [], 'ngtt/live: no optional peer imported');
   // The CLI's entry loads its commands lazily, so `ngtt --help` needs no peer.
   const cli = importGraph(join(ROOT, 'src/cli/main.ts'), false);
   t.same([...cli.packages], [], 'src/cli/main.ts imports no package statically');

@@ -47,7 +47,7 @@ const installed = join(app, 'node_modules');
 t.comment(`built, packed and installed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
 t.test('the tarball holds the build, the bin, the docs and the sources of the maps; no tests or tooling', async (t) => {
-  for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/ngtt.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/index.d.ts.map', 'dist/src/index.js.map', 'dist/machines/index.js', 'dist/src/cli/main.js', 'docs/protocol.md', 'docs/postgres.md', 'src/index.ts', 'src/server/postgres/migrations/001_initial.sql']) {
+  for (const f of ['package.json', 'README.md', 'LICENSE', 'bin/ngtt.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/index.d.ts.map', 'dist/src/index.js.map', 'dist/machines/index.js', 'dist/src/cli/main.js', 'docs/protocol.md', 'docs/postgres.md', 'src/index.ts', 'src/server/postgres/migrations/001_initial.sql', 'dist/src/live/index.js', 'src/live/assets/live.html', 'src/live/assets/live.js', 'src/live/assets/live.css']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
   const unwanted = files.filter((f) => /^(test|bench|examples|scripts|\.ci|node_modules)\/|tsbuildinfo|^tsconfig|package-lock/.test(f));
@@ -56,7 +56,7 @@ t.test('the tarball holds the build, the bin, the docs and the sources of the ma
 
 t.test('a device-only install: no server, test, build or global-patching packages, no EBADENGINE', async (t) => {
   const present = (await readdir(installed)).concat((await readdir(join(installed, '@statelyai')).catch(() => [])).map((n) => `@statelyai/${n}`));
-  for (const name of ['fastify', 'amqplib', 'pg', '@statelyai/inspect', 'tsx', 'esbuild', 'tap', 'typescript', 'reflect-metadata', 'tsyringe', 'ws']) {
+  for (const name of ['fastify', 'amqplib', 'pg', 'prom-client', '@statelyai/inspect', 'mermaid', 'playwright-core', 'tsx', 'esbuild', 'tap', 'typescript', 'reflect-metadata', 'tsyringe', 'ws']) {
     t.notOk(present.includes(name), `${name} is not installed`);
   }
   t.notMatch(install.stderr + install.stdout, /EBADENGINE/);
@@ -109,6 +109,20 @@ t.test('(d) the ngtt command from node_modules/.bin, without tsx and without the
   await must('ngtt certs init', exec(ngtt, ['certs', 'init', 'pki'], app));
   await must('ngtt certs device', exec(ngtt, ['certs', 'device', 'boiler-1', '--dir', 'pki'], app));
   t.ok(existsSync(join(app, 'pki', 'devices', 'boiler-1.crt')));
+});
+
+t.test('(e) ngtt/live serves its page from the installed package; without mermaid it says how to get the charts', async (t) => {
+  const script = `import { startLiveView } from 'ngtt/live';
+const live = await startLiveView();
+const get = async (p) => { const r = await fetch(new URL(p, live.url)); return { status: r.status, text: await r.text() }; };
+const page = await get('/'), js = await get('/live.js'), mermaid = await get('/mermaid.min.js');
+await live.close();
+console.log(JSON.stringify({ url: live.url, page: page.status, title: /<title>NGTT live view/.test(page.text), js: js.status, mermaid: mermaid.status, hint: mermaid.text }));`;
+  const r = await must('node live.mjs', exec(node, ['--input-type=module', '-e', script], app));
+  const out = JSON.parse(r.stdout) as { url: string; page: number; title: boolean; js: number; mermaid: number; hint: string };
+  t.match(out, { page: 200, title: true, js: 200, mermaid: 404 });
+  t.match(out.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  t.match(out.hint, /npm install mermaid@11/);
 });
 
 t.test("the README's examples, compiled by the consumer, against a real server (mutual TLS, 127.0.0.1)", async (t) => {

@@ -13,8 +13,9 @@ import { createDevDevice, createDevPki, loadDevDevice, loadDevPki, type DevPki }
 import type { NgttServer, ServerOptions } from '../../server/index.js';
 import { adminRequest } from '../admin-client.js';
 import { integerOption, parse, runCommand } from '../common.js';
-import { Display, type FleetView } from './display.js';
+import { Display, HTTPS_NOTE, type FleetView } from './display.js';
 import { OrderIssuer } from './order-issuer.js';
+import { startStatelyBridge } from './stately-bridge.js';
 import { Plant } from './plant.js';
 
 const HELP = `Usage: ngtt demo [options]     (npm start runs this)
@@ -29,8 +30,9 @@ issued through the admin API. Ctrl-C stops it cleanly (devices drain, the server
   --https-port N     HTTPS device API port (default 8443; 0 picks a free one)
   --admin-port N     admin API port (default 8444; 0 picks a free one)
   --order-every MS   how often an order is issued (default 1500)
-  --inspect          stream every machine to the XState inspector (@statelyai/inspect)
-  --inspect-port N   port of the inspector bridge (default 8080)`;
+  --live-port N      port of the local live view on 127.0.0.1 (default 0: a free one; its URL is printed)
+  --inspect          also stream every machine to Stately's inspector (@statelyai/inspect; its page needs internet)
+  --inspect-port N   port of the inspector bridge on 127.0.0.1 (default 8080)`;
 
 interface DemoDevice {
   device: NgttDevice;
@@ -49,6 +51,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       'https-port': { type: 'string' },
       'admin-port': { type: 'string' },
       'order-every': { type: 'string' },
+      'live-port': { type: 'string' },
       inspect: { type: 'boolean' },
       'inspect-port': { type: 'string' },
     });
@@ -66,6 +69,8 @@ export async function runDemo(argv: string[]): Promise<number> {
       httpsPort: integerOption(o['https-port'], 'https-port', 8443, 0, 65535),
       adminPort: integerOption(o['admin-port'], 'admin-port', 8444, 0, 65535),
     };
+    const livePort = integerOption(o['live-port'], 'live-port', 0, 0, 65535);
+    const inspectPort = integerOption(o['inspect-port'], 'inspect-port', 8080, 1, 65535);
     // Listen for Ctrl-C before starting anything: an early one still shuts down cleanly.
     const stopped = untilStopped(durationS);
     // In the current directory (like `ngtt server`'s ./data), never inside the installed package.
@@ -80,12 +85,26 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log(`NGTT demo: server on 127.0.0.1 — NGTT ${server.ngttPort}, HTTPS ${server.httpsPort}, admin ${adminUrl}`);
     console.log(`data in ${dataDir} (server.log, devices.log); try: ngtt order list dev-1 --admin ${adminUrl}`);
 
-    const inspector = o.inspect ? await startInspector(integerOption(o['inspect-port'], 'inspect-port', 8080, 1, 65535)) : undefined;
+    // The live view is local and needs no internet; a taken --live-port ends the demo with one line.
+    const { startLiveView } = await import('../../live/server.js');
+    const live = await startLiveView({ port: livePort, adminUrl }).catch(async (e) => {
+      await server.close();
+      throw e;
+    });
+    console.log(`live view: open ${live.url} in a browser to watch the fleet, its machines and its orders`);
+    const inspector = o.inspect
+      ? await startStatelyBridge(inspectPort).catch(async (e) => {
+          await live.close();
+          await server.close();
+          throw e;
+        })
+      : undefined;
+    if (inspector) console.log(`XState inspector (Stately's page, needs internet): open ${inspector.url}`);
     const deviceLog = pino.destination({ dest: join(dataDir, 'devices.log'), sync: false, mkdir: true });
     const fleet: DemoDevice[] = [];
     for (const [i, id] of deviceIds.entries()) {
       const ngttEnabled = deviceCount === 1 || i < deviceCount - 1;
-      fleet.push(await startDevice(id, i, ngttEnabled, pki, server, dataDir, deviceLog, inspector?.inspect));
+      fleet.push(await startDevice(id, i, ngttEnabled, pki, server, dataDir, deviceLog, inspector?.inspect, live));
     }
 
     const issuer = new OrderIssuer(adminUrl, deviceIds, orderEveryMs);
@@ -97,6 +116,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       devices: fleet.map((d) => ({ ...d.device.status(), ngttEnabled: d.ngttEnabled })),
       ordersIssued: issuer.issued,
       issueError: issuer.lastError,
+      orders: live.orders.list(50),
     });
     const sampler = setInterval(() => {
       const now = Date.now();
@@ -105,15 +125,17 @@ export async function runDemo(argv: string[]): Promise<number> {
     }, 1000);
     const painter = setInterval(() => display.update(view()), display.isTTY ? 500 : 250);
 
-    await stopped;
+    const why = await stopped;
     clearInterval(sampler);
     clearInterval(painter);
     await issuer.stop();
-    console.log('\nstopping: devices drain their work, then the server closes… (Ctrl-C again to force)');
+    // Only a Ctrl-C can be followed by another; a --duration ending has nobody to press it.
+    console.log(`\nstopping: devices drain their work, then the server closes…${why === 'signal' ? ' (Ctrl-C again to force)' : ''}`);
     await Promise.all(fleet.map((d) => d.device.close({ timeoutMs: 5000 }).catch((e) => console.error(`${d.device.status().deviceId}: ${(e as Error).message}`))));
     const final = view();
     console.log(renderSummary(final, await serverSummary(adminUrl)));
     inspector?.stop();
+    await live.close();
     await server.close();
     serverLog.flush();
     deviceLog.flush();
@@ -146,6 +168,7 @@ async function startDevice(
   dataDir: string,
   log: pino.DestinationStream,
   inspect: NgttDeviceOptions['inspect'],
+  live: NgttDeviceOptions['live'],
 ): Promise<DemoDevice> {
   const pkiDir = join(dataDir, 'pki');
   const material = existsSync(join(pkiDir, 'devices', `${id}.crt`)) ? await loadDevDevice(pkiDir, id) : await createDevDevice(pkiDir, id);
@@ -167,6 +190,7 @@ async function startDevice(
     spoolPath: join(dataDir, 'devices', `${id}.sqlite`),
     logger,
     inspect,
+    live,
     // Livelier than production defaults, so the HTTPS device visibly keeps up.
     pollIntervalMs: 1000,
     graceMs: 10_000,
@@ -185,42 +209,26 @@ async function startDevice(
   return { device, plant, ngttEnabled };
 }
 
-/** The XState inspector bridge: a local WebSocket server the Stately inspector UI connects to. */
-async function startInspector(port: number): Promise<{ inspect: NgttDeviceOptions['inspect']; stop(): void }> {
-  const { createInspectorServer } = await import('@statelyai/inspect/server');
-  const { createWebSocketInspector } = await import('@statelyai/inspect');
-  const server = createInspectorServer({ port, autoOpen: false });
-  const inspector = createWebSocketInspector({ url: `ws://127.0.0.1:${port}` });
-  console.log(`XState inspector: open http://localhost:${port} in a browser to watch every machine live`);
-  return {
-    inspect: inspector.inspect as NgttDeviceOptions['inspect'],
-    stop() {
-      inspector.stop();
-      server.stop();
-    },
-  };
-}
-
 /**
  * Resolves on Ctrl-C / SIGTERM, or after `seconds` (0: never). A second Ctrl-C exits at once.
  * One press arrives more than once: the terminal signals the whole process group and npm and
  * tsx relay it too, so signals within a second of the first count as the same press.
  */
-function untilStopped(seconds: number): Promise<void> {
+function untilStopped(seconds: number): Promise<'signal' | 'duration'> {
   return new Promise((resolveStop) => {
     let stoppedAt = 0;
-    const stop = () => {
+    const stop = (why: 'signal' | 'duration') => {
       if (stoppedAt) {
         if (Date.now() - stoppedAt < 1000) return;
         console.error('\nforced exit');
         process.exit(130);
       }
       stoppedAt = Date.now();
-      resolveStop();
+      resolveStop(why);
     };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-    if (seconds > 0) setTimeout(stop, seconds * 1000).unref();
+    process.on('SIGINT', () => stop('signal'));
+    process.on('SIGTERM', () => stop('signal'));
+    if (seconds > 0) setTimeout(() => stop('duration'), seconds * 1000).unref();
   });
 }
 
@@ -247,5 +255,6 @@ function renderSummary(view: FleetView, server: ServerDeviceSummary[]): string {
   for (const s of server) {
     lines.push(`  server: ${s.deviceId} orders confirmed ${s.counters.ordersConfirmed}, rejected ${s.counters.ordersRejected}, delivered by HTTPS poll ${s.counters.ordersDelivered}; data batches stored ${s.counters.dataBatchesConfirmed}; log records ${s.counters.logRecords}`);
   }
+  if (view.devices.some((d) => !d.ngttEnabled)) lines.push(`  ${HTTPS_NOTE}`);
   return lines.join('\n');
 }
