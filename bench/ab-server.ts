@@ -19,7 +19,7 @@ import { pathToFileURL } from 'node:url';
 import tls from 'node:tls';
 import { NgttConnection } from '../src/device/index.js';
 import { distribution, makePki, median, now } from './lib/common.js';
-import { DistinctBatches, keepInFlight } from './lib/uploads.js';
+import { DistinctBatches, keepInFlight, keepInFlightCounted } from './lib/uploads.js';
 
 const [dirA, dirB] = process.argv.slice(2);
 if (!dirA || !dirB) {
@@ -38,7 +38,7 @@ const ORDERS = Number(process.env.AB_ORDERS ?? 200);
 const pki = await makePki(['ab-dev']);
 const tlsOf = { ca: pki.ca.cert, cert: pki.devices['ab-dev'].cert, key: pki.devices['ab-dev'].key };
 
-type BackendT = { ports: { ngttPort: number }; enqueue(seq: number, d: string, via: 'ngtt'): Promise<{ id: string; t0: number }>; settled(id: string): Promise<void>; settledAt: Map<string, number>; close(): Promise<void> };
+type BackendT = { ports: { ngttPort: number }; stats(): Promise<{ cpuUser: number; cpuSystem: number }>; enqueue(seq: number, d: string, via: 'ngtt'): Promise<{ id: string; t0: number }>; settled(id: string): Promise<void>; settledAt: Map<string, number>; close(): Promise<void> };
 const load = async (dir: string): Promise<BackendT> => (await import(pathToFileURL(resolve(dir, 'bench/lib/backend-client.ts')).href)).Backend.start(pki, null);
 const sides = { A: await load(dirA), B: await load(dirB) };
 
@@ -52,16 +52,30 @@ for (const values of (process.env.AB_BATCHES ?? '1,100,1000').split(',').map(Num
   const window = Math.max(8, Math.min(256, Math.ceil((1 << 20) / JSON.stringify(batches.next()).length)));
   for (const k of ['A', 'B'] as const) await keepInFlight(() => conns[k].syncPathpoints(batches.next()), window, values, 0.3); // warm-up
   const rates = { A: [] as number[], B: [] as number[] };
+  // Server CPU per value (µs): steadier than wall-clock rates when the machine is shared.
+  const cpu = { A: [] as number[], B: [] as number[] };
   const ratios: number[] = [];
+  const cpuRatios: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const order = r % 2 ? (['B', 'A'] as const) : (['A', 'B'] as const);
     const round: Record<string, number> = {};
-    for (const k of order) round[k] = await keepInFlight(() => conns[k].syncPathpoints(batches.next()), window, values, SECONDS);
+    const cpuRound: Record<string, number> = {};
+    for (const k of order) {
+      const before = await sides[k].stats();
+      const { rate, completed } = await keepInFlightCounted(() => conns[k].syncPathpoints(batches.next()), window, values, SECONDS);
+      const after = await sides[k].stats();
+      round[k] = rate;
+      cpuRound[k] = ((after.cpuUser + after.cpuSystem - before.cpuUser - before.cpuSystem) * 1000) / (completed * values);
+    }
     rates.A.push(round.A);
     rates.B.push(round.B);
+    cpu.A.push(cpuRound.A);
+    cpu.B.push(cpuRound.B);
     ratios.push(round.B / round.A);
+    cpuRatios.push(cpuRound.B / cpuRound.A);
   }
   console.log(`upload batch ${values}: A ${Math.round(median(rates.A))}/s, B ${Math.round(median(rates.B))}/s, B/A median ${median(ratios).toFixed(3)} (per-round ${ratios.map((x) => x.toFixed(2)).join(' ')})`);
+  console.log(`  server CPU per value: A ${median(cpu.A).toFixed(3)} µs, B ${median(cpu.B).toFixed(3)} µs, B/A median ${median(cpuRatios).toFixed(3)} (per-round ${cpuRatios.map((x) => x.toFixed(2)).join(' ')})`);
 }
 for (const c of Object.values(conns)) await c.close();
 
