@@ -100,54 +100,57 @@ async function start(m: Extract<FleetRequest, { type: 'start' }>) {
   const ping = mqtt ? MQTT_PINGREQ : encodeFrame(0, FrameType.PING);
   const fetch = encodeFrame(0, FrameType.FETCH_ORDERS);
   const keepAliveS = Math.ceil((3 * m.pingMs) / 1000);
-  const openMqtt = (i: number) =>
+  /**
+   * Opens device i's mutual-TLS connection; `greet` speaks the protocol's opening and calls
+   * `ready` once the device is connected, after which it PINGs every pingMs until closed.
+   */
+  const connect = (i: number, greet: (s: tls.TLSSocket, ready: () => void, fail: (e: Error) => void) => void) =>
     new Promise<number>((resolve, reject) => {
       const started = now();
-      const s = tls.connect({ host: '127.0.0.1', port: m.port, ca: m.ca.cert, cert: certs[i], key, rejectUnauthorized: true }, () => {
-        s.write(mqttConnect(fleetDeviceId(i), keepAliveS));
-        s.once('data', (d: Buffer) => {
-          // CONNACK: 0x20 0x02 flags return-code; anything else is a refusal.
-          if (d[0] !== 0x20 || d[3] !== 0) return reject(new Error(`MQTT CONNECT refused: ${d.subarray(0, 4).toString('hex')}`));
-          s.on('data', () => {}); // PINGRESPs
-          const timer = setInterval(() => s.write(ping), m.pingMs);
-          timer.unref();
-          s.once('close', () => {
-            clearInterval(timer);
-            if (!closing) disconnects++;
-          });
-          sockets.push(s);
-          resolve(now() - started);
-        });
-      });
+      const s = tls.connect({ host: '127.0.0.1', port: m.port, ca: m.ca.cert, cert: certs[i], key, rejectUnauthorized: true }, () =>
+        greet(
+          s,
+          () => {
+            const timer = setInterval(() => s.write(ping), m.pingMs);
+            timer.unref();
+            s.once('close', () => {
+              clearInterval(timer);
+              if (!closing) disconnects++;
+            });
+            sockets.push(s);
+            resolve(now() - started);
+          },
+          reject,
+        ),
+      );
       s.setNoDelay(true);
       s.on('error', (e) => reject(e));
     });
-  const open = (i: number) =>
-    mqtt ? openMqtt(i) : new Promise<number>((resolve, reject) => {
-      const started = now();
-      const s = tls.connect({ host: '127.0.0.1', port: m.port, ca: m.ca.cert, cert: certs[i], key, rejectUnauthorized: true }, () => {
-        const decoder = new FrameDecoder();
-        s.on('data', (chunk: Buffer) => {
-          for (const f of decoder.push(chunk)) {
-            if (f.type !== FrameType.ORDER) continue;
-            const sections = decode(f.payload) as { id: string }[];
-            handled.set(sections[0].id, now());
-            s.write(encodeFrame(f.tid, FrameType.ORDER_CONFIRM));
-          }
-        });
-        s.write(fetch);
-        const timer = setInterval(() => s.write(ping), m.pingMs);
-        timer.unref();
-        s.once('close', () => {
-          clearInterval(timer);
-          if (!closing) disconnects++;
-        });
-        sockets.push(s);
-        resolve(now() - started);
+  const openMqtt = (i: number) =>
+    connect(i, (s, ready, fail) => {
+      s.write(mqttConnect(fleetDeviceId(i), keepAliveS));
+      s.once('data', (d: Buffer) => {
+        // CONNACK: 0x20 0x02 flags return-code; anything else is a refusal.
+        if (d[0] !== 0x20 || d[3] !== 0) return fail(new Error(`MQTT CONNECT refused: ${d.subarray(0, 4).toString('hex')}`));
+        s.on('data', () => {}); // PINGRESPs
+        ready();
       });
-      s.setNoDelay(true);
-      s.on('error', (e) => reject(e));
     });
+  const openNgtt = (i: number) =>
+    connect(i, (s, ready) => {
+      const decoder = new FrameDecoder();
+      s.on('data', (chunk: Buffer) => {
+        for (const f of decoder.push(chunk)) {
+          if (f.type !== FrameType.ORDER) continue;
+          const sections = decode(f.payload) as { id: string }[];
+          handled.set(sections[0].id, now());
+          s.write(encodeFrame(f.tid, FrameType.ORDER_CONFIRM));
+        }
+      });
+      s.write(fetch);
+      ready();
+    });
+  const open = mqtt ? openMqtt : openNgtt;
 
   const t1 = now();
   let failed = 0;
