@@ -73,6 +73,9 @@ interface Step {
   rssIdleMiB: number;
   rssAfterOrdersMiB: number;
   rssPerDeviceKiB: number;
+  /** Of which V8's heap (JS objects) and memory outside it held by JS objects (Buffers). */
+  heapPerDeviceKiB: number;
+  externalPerDeviceKiB: number;
   cpuConnectPercent: number;
   cpuIdlePercent: number;
   cpuOrdersPercent: number;
@@ -172,6 +175,8 @@ for (const n of STEPS) {
     rssIdleMiB: s3.rss / 2 ** 20,
     rssAfterOrdersMiB: s4.rss / 2 ** 20,
     rssPerDeviceKiB: (s3.rss - s0.rss) / 1024 / Math.max(1, connected.connected),
+    heapPerDeviceKiB: (s3.heapUsed - s0.heapUsed) / 1024 / Math.max(1, connected.connected),
+    externalPerDeviceKiB: (s3.external - s0.external) / 1024 / Math.max(1, connected.connected),
     cpuConnectPercent: cpu(s1, s2, connectMs),
     cpuIdlePercent: cpu(s2, s3, IDLE_S * 1000),
     cpuOrdersPercent: cpu(s3, s4, t5 - t4),
@@ -183,7 +188,7 @@ for (const n of STEPS) {
   steps.push(step);
   console.log(
     `N=${n}: connected ${step.connected} (failed ${step.failed}${step.firstError ? `: ${step.firstError}` : ''}), ${fmt(step.handshakesPerSecond)} handshakes/s, ` +
-      `RSS ${fmt(step.rssIdleMiB)} MiB (${fmt(step.rssPerDeviceKiB)} KiB/device), CPU connect ${fmt(step.cpuConnectPercent)}% idle ${fmt(step.cpuIdlePercent)}% orders ${fmt(step.cpuOrdersPercent)}%, ` +
+      `RSS ${fmt(step.rssIdleMiB)} MiB (${fmt(step.rssPerDeviceKiB)} KiB/device, JS heap ${fmt(step.heapPerDeviceKiB)}, external ${fmt(step.externalPerDeviceKiB)}), CPU connect ${fmt(step.cpuConnectPercent)}% idle ${fmt(step.cpuIdlePercent)}% orders ${fmt(step.cpuOrdersPercent)}%, ` +
       `orders ${step.ordersAcked}/${n} p50 ${fmt(orderLatency.p50)} p99 ${fmt(orderLatency.p99)} max ${fmt(orderLatency.max)} ms → ${step.ok ? 'ok' : 'BREAKS'}`,
   );
   await fleet.close();

@@ -37,7 +37,7 @@ export type BackendEvent =
   | { type: 'enqueued'; seq: number; id: string; t0: number }
   | { type: 'settled'; id: string; t: number }
   | { type: 'delivered'; ids: string[]; t: number }
-  | { type: 'stats'; rss: number; cpuUser: number; cpuSystem: number }
+  | { type: 'stats'; rss: number; heapUsed: number; external: number; cpuUser: number; cpuSystem: number }
   | { type: 'stored'; batches: number; lastValues: number }
   | { type: 'closed' };
 
@@ -191,7 +191,8 @@ async function main(init: Extract<BackendRequest, { type: 'init' }>) {
       }
       case 'stats': {
         const cpu = process.cpuUsage();
-        send({ type: 'stats', rss: process.memoryUsage().rss, cpuUser: cpu.user / 1000, cpuSystem: cpu.system / 1000 });
+        const mem = process.memoryUsage();
+        send({ type: 'stats', rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external, cpuUser: cpu.user / 1000, cpuSystem: cpu.system / 1000 });
         return;
       }
       case 'stored':
