@@ -154,8 +154,12 @@ async function rawContender(port = rawPort): Promise<Contender & { blast(frame: 
  */
 async function timed(c: Contender, batches: DistinctBatches, batchBytes: number, seconds: number): Promise<number> {
   const before = await backend.stored();
+  const cpu0 = await backend.stats();
   const { rate, completed } = await keepInFlightCounted(() => c.upload(batches.next()), c.window(batchBytes), batches.values, seconds);
+  const cpu1 = await backend.stats();
   const after = await backend.stored();
+  // The server process's CPU per value (µs): the machine is shared, so rates move with its load; this moves less.
+  (serverCpu[`${c.name}@${batches.values}`] ??= []).push(((cpu1.cpuUser + cpu1.cpuSystem - cpu0.cpuUser - cpu0.cpuSystem) * 1000) / (completed * batches.values));
   if (after.batches - before.batches !== completed || after.lastValues !== batches.values)
     throw new Error(
       `${c.name}, batch ${batches.values}: ${completed} batches confirmed but the store grew by ${after.batches - before.batches} (newest holds ${after.lastValues} values): refusing to report`,
@@ -166,6 +170,8 @@ async function timed(c: Contender, batches: DistinctBatches, batchBytes: number,
 }
 /** What the store-growth checks saw, over the whole run. */
 const storedCheck = { batches: 0, values: 0 };
+/** "contender@batch" → server-process CPU µs per value, per timed stretch (MQTT: the backend subscriber; mosquitto's own CPU is not in it). */
+const serverCpu: Record<string, number[]> = {};
 
 async function timedRaw(raw: Awaited<ReturnType<typeof rawContender>>, frame: Buffer, values: number, seconds: number): Promise<number> {
   const perChunk = Math.max(1, Math.ceil((4 << 20) / frame.length));
@@ -201,7 +207,8 @@ const throughput: {
   rates: Rates;
   median: Record<string, number>;
   ratios: Record<string, number>;
-  ceilingRuns: { batches: number; seconds: number; poolExhausted: boolean }[];
+  ceilingRuns: { batches: number; seconds: number; poolExhausted: boolean; cpuMicrosPerValue: number }[];
+  serverCpuMicrosPerValue: Record<string, number>;
   load: number[][];
 }[] = [];
 const loadBefore = loadavg();
@@ -213,7 +220,7 @@ for (const values of BATCHES) {
   const rates: Rates = Object.fromEntries([...contenders.map((c) => c.name), 'raw TLS', 'SQLite store only'].filter(wanted).map((k) => [k, []]));
   const ratioRuns: Record<string, number[]> = {};
   const ceilingGroup = Math.max(1, Math.round(windowFor(encodedBytes) / 2));
-  const ceilingRuns: { batches: number; seconds: number; poolExhausted: boolean }[] = [];
+  const ceilingRuns: { batches: number; seconds: number; poolExhausted: boolean; cpuMicrosPerValue: number }[] = [];
   const load: number[][] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const order = r % 2 ? [...contenders].reverse() : contenders;
@@ -225,15 +232,18 @@ for (const values of BATCHES) {
       // Enough distinct batches for SECONDS at 12 M values/s; the store has never come near that.
       const ceiling = await measureStoreCeiling({ values, group: ceilingGroup, seconds: SECONDS, poolValues: 12e6 * SECONDS });
       round['SQLite store only'] = ceiling.rate;
-      ceilingRuns.push({ batches: ceiling.batches, seconds: ceiling.seconds, poolExhausted: ceiling.poolExhausted });
+      ceilingRuns.push({ batches: ceiling.batches, seconds: ceiling.seconds, poolExhausted: ceiling.poolExhausted, cpuMicrosPerValue: ceiling.cpuMicrosPerValue });
     }
     for (const [k, v] of Object.entries(round)) rates[k].push(v);
     if (round.NGTT !== undefined) for (const k of Object.keys(round)) if (k !== 'NGTT') (ratioRuns[`NGTT/${k}`] ??= []).push(round.NGTT / round[k]);
   }
   const med = Object.fromEntries(Object.entries(rates).map(([k, v]) => [k, median(v)]));
   const ratios = Object.fromEntries(Object.entries(ratioRuns).map(([k, v]) => [k, median(v)]));
-  throughput.push({ batch: values, batchBytes: encodedBytes, window: windowFor(encodedBytes), ceilingGroup, rates, median: med, ratios, ceilingRuns, load });
+  const serverCpuMicrosPerValue = Object.fromEntries(contenders.map((c) => [c.name, median((serverCpu[`${c.name}@${values}`] ?? []).slice(1))])); // without the warm-up
+  if (ceilingRuns.length) serverCpuMicrosPerValue['SQLite store only'] = median(ceilingRuns.map((r) => r.cpuMicrosPerValue));
+  throughput.push({ batch: values, batchBytes: encodedBytes, window: windowFor(encodedBytes), ceilingGroup, rates, median: med, ratios, ceilingRuns, serverCpuMicrosPerValue, load });
   console.log(`batch ${values}: ` + Object.entries(med).map(([k, v]) => `${k} ${fmt(v)}/s`).join(', ') + ' | ' + Object.entries(ratios).map(([k, v]) => `${k} ${fmt(v)}`).join(', '));
+  console.log(`  server CPU µs/value: ` + Object.entries(serverCpuMicrosPerValue).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', '));
 }
 for (const c of contenders) await c.close();
 await raw.close();
@@ -289,6 +299,7 @@ const file = writeResult(narrowed ? 'narrowed/throughput' : 'throughput', {
     'Every batch is distinct: each moves its pathpoints on in time (one value per second) and changes every value, as a real device does; the store dedupes re-sent batches by digest, so repeating one batch would measure hash lookups, not storage.',
     'After every timed stretch the benchmark checked that the server store grew by exactly the batches confirmed; the run stops without results otherwise.',
     'SQLite store only: store.ingest of distinct batches (encoded before the clock starts), half a window per transaction, in a fresh process and a fresh store each round: what durable storage alone allows.',
+    'serverCpuMicrosPerValue: CPU time of the server process (user + system) per value confirmed, median over rounds; for MQTT the backend subscriber only (mosquitto is a process of its own); for the ceiling the store process while it stores.',
     'raw TLS: the same frame bytes pre-encoded, counted by a sink; no encoding, parsing, storage or per-batch replies.',
     'bytes: TLS application bytes both ways between device and server/broker (TCP payload via a counting proxy), after the first batch; the handshake and first batch are reported apart.',
   ],

@@ -29,6 +29,8 @@ export interface CeilingResult {
   rows: number;
   seconds: number;
   poolExhausted: boolean;
+  /** CPU (user + system) of this process while storing, per value. */
+  cpuMicrosPerValue: number;
 }
 
 /** Runs one ceiling measurement in a fresh child process. */
@@ -54,19 +56,21 @@ async function run(r: CeilingRequest): Promise<CeilingResult> {
   const file = join(dir, 'ngtt.db');
   const store = openSqliteStore(file);
   let next = 0;
+  const cpu0 = process.cpuUsage();
   const t0 = now();
   while (now() - t0 < r.seconds * 1000 && next + r.group <= pool.length) {
     await store.ingest('ceiling-device', { data: pool.slice(next, next + r.group) });
     next += r.group;
   }
   const seconds = (now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   await store.close();
   const db = new Database(file, { readonly: true });
   const rows = (db.prepare('SELECT count(*) AS n FROM data_batches').get() as { n: number }).n;
   db.close();
   rmSync(dir, { recursive: true, force: true });
   if (rows !== next) throw new Error(`the store holds ${rows} batches, ${next} were ingested: it did not store every one`);
-  return { rate: (next * r.values) / seconds, batches: next, rows, seconds, poolExhausted: next + r.group > pool.length };
+  return { rate: (next * r.values) / seconds, batches: next, rows, seconds, poolExhausted: next + r.group > pool.length, cpuMicrosPerValue: (cpu.user + cpu.system) / (next * r.values) };
 }
 
 if (process.argv.includes('--child')) {
