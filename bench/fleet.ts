@@ -31,9 +31,9 @@ const ORDER_RATE = Number(process.env.BENCH_FLEET_ORDER_RATE ?? 50);
 /** Devices that get an order: spread evenly over the fleet (each order costs the store ~3 fsyncs). */
 const ORDERS = Number(process.env.BENCH_FLEET_ORDERS ?? 500);
 const MEMORY_STEPS = (process.env.BENCH_FLEET_MEMORY_STEPS ?? '2000,10000').split(',').map(Number);
-const PING_MS = 5000;
+const PING_MS = Number(process.env.BENCH_FLEET_PING_MS ?? 5000);
 const P99_LIMIT_MS = 100;
-const narrowed = ['BENCH_FLEET_STEPS', 'BENCH_FLEET_IDLE_S', 'BENCH_FLEET_ORDERS', 'BENCH_FLEET_MEMORY_STEPS'].some((k) => process.env[k] !== undefined);
+const narrowed = ['BENCH_FLEET_STEPS', 'BENCH_FLEET_IDLE_S', 'BENCH_FLEET_ORDERS', 'BENCH_FLEET_MEMORY_STEPS', 'BENCH_FLEET_PING_MS'].some((k) => process.env[k] !== undefined);
 const loadBefore = loadavg();
 
 class Fleet {
