@@ -26,3 +26,16 @@ t.test('spliceBlocks replaces between the markers and refuses a README without t
   t.equal(spliceBlocks(doc, { x: 'new' }), 'a\n<!-- bench:x -->\nnew\n<!-- /bench:x -->\nb\n');
   t.throws(() => spliceBlocks('no markers', { x: 'new' }), /no <!-- bench:x -->/);
 });
+
+t.test('the published throughput results are a full run of distinct batches', async (t) => {
+  const tp = JSON.parse(readFileSync(join(RESULTS_DIR, 'throughput.json'), 'utf8'));
+  t.notOk(tp.narrowed, 'not a narrowed run');
+  t.equal(tp.distinctBatches, true, 'every batch distinct');
+  t.ok(tp.storedCheck?.batches > 0, 'the store-growth check ran');
+  t.ok(tp.throughput.length >= 2, 'at least two batch sizes');
+  for (const row of tp.throughput) t.ok(Object.keys(row.median).length >= 3, `batch ${row.batch}: at least three contenders`);
+  t.ok(
+    tp.throughput.every((row: { median: Record<string, number> }) => 'SQLite store only' in row.median),
+    'the store-only ceiling measured in the same run',
+  );
+});
