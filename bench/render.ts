@@ -238,8 +238,13 @@ function summary(latency: any, tp: any, fleet: any, codec: any): string[] {
   out.push(
     goal('upload ≥ 0.8× the SQLite store alone, batch 100 / 1 000 (issue 14)', Math.min(c100, c1000), `${times(c100)} / ${times(c1000)}`, c100 >= 0.8 && c1000 >= 0.8),
     goal('order p99 ≤ 0.5× MQTT QoS 1 p99 (issue 14)', lat, times(lat), lat <= 0.5),
-    goal('memory per idle mutual-TLS connection ≤ 2× mosquitto (issue 14)', memRatio, mem ? `${fmt(memRatio)}× at ${mem.connections.toLocaleString('en-US')}` : 'n/a', memRatio <= 2),
-    goal('50 000 idle devices on one server, order p99 < 100 ms (issue 14)', fleet?.largestHeld ?? NaN, `held ${(fleet?.largestHeld ?? 0).toLocaleString('en-US')}`, (fleet?.largestHeld ?? 0) >= 50_000),
+    goal(
+      'memory per idle mutual-TLS connection ≤ 2× mosquitto, held as the fleet grows (issue 14)',
+      memRatio,
+      mem ? fleet.memory.map((m: any) => `${fmt(m.ratio)}× at ${m.connections.toLocaleString('en-US')}`).join(', ') : 'n/a',
+      !!mem && fleet.memory.every((m: any) => m.ratio <= 2),
+    ),
+    goal('50 000 idle devices on one server, order p99 < 100 ms (issue 14)', fleet?.largestHeld ?? NaN, `held ${(fleet?.largestHeld ?? 0).toLocaleString('en-US')} (the largest step run)`, (fleet?.largestHeld ?? 0) >= 50_000),
     ...(codec?.goals ?? []).map((g: any) => goal(`${g.goal} (issue 14)`, g.median, times(g.median), g.met)),
     goal('order p99 ≤ MQTT QoS 1', lat, times(lat), lat <= 1),
     goal('order p99 ≥ 100× better than 1 s polling', latency?.ratios?.p99TimesBetterThanPoll1s ?? NaN, times(latency?.ratios?.p99TimesBetterThanPoll1s ?? NaN), latency?.ratios?.p99TimesBetterThanPoll1s >= 100),
