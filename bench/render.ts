@@ -221,6 +221,11 @@ function summary(latency: any, tp: any, fleet: any, codec: any): string[] {
     '',
     `The SQLite store alone (no network, its own process, distinct batches) takes ${rate(100, 'SQLite store only')} values/s at batch 100 and ${rate(1000, 'SQLite store only')} at batch 1 000.`,
   );
+  const cpu = (batch: number, name: string) => fmt(at(batch)?.serverCpuMicrosPerValue?.[name] ?? NaN, 3);
+  if (at(100)?.serverCpuMicrosPerValue)
+    out.push(
+      `Server-process CPU per value stored: NGTT ${cpu(100, 'NGTT')} µs, the store alone ${cpu(100, 'SQLite store only')} µs at batch 100; ${cpu(1000, 'NGTT')} and ${cpu(1000, 'SQLite store only')} µs at batch 1 000 (MQTT's backend ${cpu(100, 'MQTT QoS 1')} / ${cpu(1000, 'MQTT QoS 1')}, mosquitto not counted).`,
+    );
   const mem = fleet?.memory?.[fleet.memory.length - 1];
   const biggest = fleet?.steps?.filter((s: any) => s.ok).pop();
   if (biggest)
