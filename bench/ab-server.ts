@@ -4,8 +4,8 @@
  * SQLite, synchronous = FULL) runs as its own child process, this checkout's NgttConnection
  * talks to both, and the sides take turns inside every round (order swapped each round), so the
  * machine's load hits both alike; the ratio B/A is taken per round and its median reported.
- * Upload: values/s confirmed, batches of 1, 100, 1 000 values, a window of ≈ 1 MiB in flight (as
- * bench/throughput.ts). Order latency: one order at a time, blocks of 50 alternating.
+ * Upload: values/s confirmed, batches of 1, 100, 1 000 values (AB_BATCHES), every batch distinct,
+ * a window of ≈ 1 MiB in flight (as bench/throughput.ts). Order latency: one order at a time, blocks of 50 alternating.
  *
  *   git -C . archive main | tar -x -C /tmp/base && ln -s "$PWD/node_modules" /tmp/base/
  *   npx tsx bench/ab-server.ts /tmp/base "$PWD"            # AB_ROUNDS (8), AB_SECONDS (1), AB_ORDERS (200)
@@ -19,7 +19,7 @@ import { pathToFileURL } from 'node:url';
 import tls from 'node:tls';
 import { NgttConnection } from '../src/device/index.js';
 import { distribution, makePki, median, now } from './lib/common.js';
-import { batchOf, keepInFlight } from './lib/uploads.js';
+import { DistinctBatches, keepInFlight, keepInFlightCounted } from './lib/uploads.js';
 
 const [dirA, dirB] = process.argv.slice(2);
 if (!dirA || !dirB) {
@@ -38,7 +38,7 @@ const ORDERS = Number(process.env.AB_ORDERS ?? 200);
 const pki = await makePki(['ab-dev']);
 const tlsOf = { ca: pki.ca.cert, cert: pki.devices['ab-dev'].cert, key: pki.devices['ab-dev'].key };
 
-type BackendT = { ports: { ngttPort: number }; enqueue(seq: number, d: string, via: 'ngtt'): Promise<{ id: string; t0: number }>; settled(id: string): Promise<void>; settledAt: Map<string, number>; close(): Promise<void> };
+type BackendT = { ports: { ngttPort: number }; stats(): Promise<{ cpuUser: number; cpuSystem: number }>; enqueue(seq: number, d: string, via: 'ngtt'): Promise<{ id: string; t0: number }>; settled(id: string): Promise<void>; settledAt: Map<string, number>; close(): Promise<void> };
 const load = async (dir: string): Promise<BackendT> => (await import(pathToFileURL(resolve(dir, 'bench/lib/backend-client.ts')).href)).Backend.start(pki, null);
 const sides = { A: await load(dirA), B: await load(dirB) };
 
@@ -47,21 +47,35 @@ const conns = {
   B: await NgttConnection.connect({ host: '127.0.0.1', port: sides.B.ports.ngttPort, ...tlsOf, wantOrders: false }),
 };
 console.log(`A = ${dirA}\nB = ${dirB}\n${ROUNDS} rounds × ${SECONDS} s per side, sides alternate inside each round`);
-for (const values of [1, 100, 1000]) {
-  const series = batchOf(values);
-  const window = Math.max(8, Math.min(256, Math.ceil((1 << 20) / JSON.stringify(series).length)));
-  for (const k of ['A', 'B'] as const) await keepInFlight(() => conns[k].syncPathpoints(series), window, values, 0.3); // warm-up
+for (const values of (process.env.AB_BATCHES ?? '1,100,1000').split(',').map(Number)) {
+  const batches = new DistinctBatches(values); // one sequence for both sides: no batch repeats
+  const window = Math.max(8, Math.min(256, Math.ceil((1 << 20) / JSON.stringify(batches.next()).length)));
+  for (const k of ['A', 'B'] as const) await keepInFlight(() => conns[k].syncPathpoints(batches.next()), window, values, 0.3); // warm-up
   const rates = { A: [] as number[], B: [] as number[] };
+  // Server CPU per value (µs): steadier than wall-clock rates when the machine is shared.
+  const cpu = { A: [] as number[], B: [] as number[] };
   const ratios: number[] = [];
+  const cpuRatios: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const order = r % 2 ? (['B', 'A'] as const) : (['A', 'B'] as const);
     const round: Record<string, number> = {};
-    for (const k of order) round[k] = await keepInFlight(() => conns[k].syncPathpoints(series), window, values, SECONDS);
+    const cpuRound: Record<string, number> = {};
+    for (const k of order) {
+      const before = await sides[k].stats();
+      const { rate, completed } = await keepInFlightCounted(() => conns[k].syncPathpoints(batches.next()), window, values, SECONDS);
+      const after = await sides[k].stats();
+      round[k] = rate;
+      cpuRound[k] = ((after.cpuUser + after.cpuSystem - before.cpuUser - before.cpuSystem) * 1000) / (completed * values);
+    }
     rates.A.push(round.A);
     rates.B.push(round.B);
+    cpu.A.push(cpuRound.A);
+    cpu.B.push(cpuRound.B);
     ratios.push(round.B / round.A);
+    cpuRatios.push(cpuRound.B / cpuRound.A);
   }
   console.log(`upload batch ${values}: A ${Math.round(median(rates.A))}/s, B ${Math.round(median(rates.B))}/s, B/A median ${median(ratios).toFixed(3)} (per-round ${ratios.map((x) => x.toFixed(2)).join(' ')})`);
+  console.log(`  server CPU per value: A ${median(cpu.A).toFixed(3)} µs, B ${median(cpu.B).toFixed(3)} µs, B/A median ${median(cpuRatios).toFixed(3)} (per-round ${cpuRatios.map((x) => x.toFixed(2)).join(' ')})`);
 }
 for (const c of Object.values(conns)) await c.close();
 

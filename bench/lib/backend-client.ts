@@ -74,6 +74,11 @@ export class Backend {
     return this.request<Stats>({ type: 'stats' }, 'stats');
   }
 
+  /** Data batches the store holds (committed), and how many values the newest one has. */
+  stored(): Promise<{ batches: number; lastValues: number }> {
+    return this.request<Extract<BackendEvent, { type: 'stored' }>>({ type: 'stored' }, 'stored');
+  }
+
   async close(): Promise<void> {
     const exited = new Promise((r) => this.child.once('exit', r));
     await this.request({ type: 'close' }, 'closed');

@@ -16,6 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { pino } from 'pino';
 import { decode, encode } from '../../src/minijson/index.js';
@@ -28,6 +29,7 @@ export type BackendRequest =
   | { type: 'init'; pki: BenchPki; mqttPort: number | null }
   | { type: 'enqueue'; seq: number; deviceId: string; via: 'ngtt' | 'mqtt' }
   | { type: 'stats' }
+  | { type: 'stored' }
   | { type: 'close' };
 
 export type BackendEvent =
@@ -35,7 +37,8 @@ export type BackendEvent =
   | { type: 'enqueued'; seq: number; id: string; t0: number }
   | { type: 'settled'; id: string; t: number }
   | { type: 'delivered'; ids: string[]; t: number }
-  | { type: 'stats'; rss: number; cpuUser: number; cpuSystem: number }
+  | { type: 'stats'; rss: number; heapUsed: number; external: number; cpuUser: number; cpuSystem: number }
+  | { type: 'stored'; batches: number; lastValues: number }
   | { type: 'closed' };
 
 const send = (e: BackendEvent) => process.send!(e);
@@ -44,6 +47,16 @@ const sectionsFor = (seq: number) => [{ orders: [{ type: 'write', path: 'W1', va
 async function main(init: Extract<BackendRequest, { type: 'init' }>) {
   const dir = mkdtempSync(join(tmpdir(), 'ngtt-bench-server-'));
   const store = openSqliteStore(join(dir, 'ngtt.db'));
+  // A second, read-only connection: what the store really holds (committed rows), for the
+  // benchmark's check that every confirmed batch was stored.
+  let reader: Database.Database | null = null;
+  const stored = () => {
+    reader ??= new Database(join(dir, 'ngtt.db'), { readonly: true });
+    const { n } = reader.prepare('SELECT count(*) AS n FROM data_batches').get() as { n: number };
+    const last = reader.prepare('SELECT payload FROM data_batches ORDER BY seq DESC LIMIT 1').get() as { payload: Buffer } | undefined;
+    const lastValues = last ? (decode(last.payload) as PathpointSeries[]).reduce((sum, s) => sum + s.values.length, 0) : 0;
+    return { batches: n, lastValues };
+  };
 
   // Observe the store: when an acknowledgement reaches it (NGTT and MQTT) and when a poll takes orders (HTTPS).
   const openOrderSource = store.openOrderSource.bind(store);
@@ -178,10 +191,15 @@ async function main(init: Extract<BackendRequest, { type: 'init' }>) {
       }
       case 'stats': {
         const cpu = process.cpuUsage();
-        send({ type: 'stats', rss: process.memoryUsage().rss, cpuUser: cpu.user / 1000, cpuSystem: cpu.system / 1000 });
+        const mem = process.memoryUsage();
+        send({ type: 'stats', rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external, cpuUser: cpu.user / 1000, cpuSystem: cpu.system / 1000 });
         return;
       }
+      case 'stored':
+        send({ type: 'stored', ...stored() });
+        return;
       case 'close':
+        reader?.close();
         for (const s of sources.values()) await s.close();
         await mqttClient?.endAsync();
         sink.close();

@@ -3,7 +3,7 @@
  * own TLS mosquitto, and a counting TCP proxy for bytes on the wire. Loopback only.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -71,6 +71,13 @@ export function writeResult(name: string, value: unknown): string {
   return file;
 }
 
+/** Resident memory of a process (bytes), from /proc/PID/status. */
+export function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
 export function environment() {
   return { node: process.version, date: new Date().toISOString(), cpus: (globalThis as any).navigator?.hardwareConcurrency ?? null };
 }
@@ -121,6 +128,8 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
 
 export interface TlsMosquitto {
   port: number;
+  /** The broker's process id (its memory is read from /proc by the fleet benchmark). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -185,6 +194,7 @@ export async function startTlsMosquitto(pki: BenchPki): Promise<TlsMosquitto | n
   process.once('exit', killOnExit);
   return {
     port,
+    pid: child.pid!,
     stop: async () => {
       process.off('exit', killOnExit);
       if (child.exitCode === null) {

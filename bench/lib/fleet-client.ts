@@ -2,6 +2,10 @@
  * The device fleet of bench/fleet.ts, as a child process: N light NGTT devices (raw frames, no
  * NgttDevice) on mutual TLS, opened at a bounded rate; each sends FETCH_ORDERS, PINGs every
  * `pingMs` (at most 64 handshakes pending at once), and confirms each ORDER at once, noting when it arrived (CLOCK_MONOTONIC).
+ * With `protocol: 'mqtt'` the same connections go to an MQTT broker instead (mosquitto, for the
+ * memory comparison): MQTT 3.1.1 CONNECT (clean session, keep-alive 3 × pingMs), wait for
+ * CONNACK, then PINGREQ every `pingMs`; written by hand so that each idle device costs the fleet
+ * process no more than the NGTT one does.
  *
  * NGTT identifies a device by its certificate, so each needs its own. Issuing 10 000
  * one by one takes minutes, so one device certificate is made the normal way and the others
@@ -17,7 +21,7 @@ import { encodeFrame, FrameDecoder, FrameType } from '../../src/protocol/index.j
 import { now } from './common.js';
 
 export type FleetRequest =
-  | { type: 'start'; ca: { cert: string; key: string }; port: number; count: number; ratePerSecond: number; pingMs: number }
+  | { type: 'start'; ca: { cert: string; key: string }; port: number; count: number; ratePerSecond: number; pingMs: number; protocol?: 'ngtt' | 'mqtt' }
   | { type: 'report' }
   | { type: 'close' };
 export type FleetEvent =
@@ -72,6 +76,15 @@ async function certificateFactory(ca: { cert: string; key: string }) {
   return { make, key: template.key };
 }
 
+/** MQTT 3.1.1 CONNECT: clean session, the given keep-alive (s) and client id. */
+function mqttConnect(clientId: string, keepAliveS: number): Buffer {
+  const id = Buffer.from(clientId);
+  const variable = Buffer.of(0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, keepAliveS >> 8, keepAliveS & 0xff);
+  const remaining = variable.length + 2 + id.length; // < 128: one length byte
+  return Buffer.concat([Buffer.of(0x10, remaining), variable, Buffer.of(id.length >> 8, id.length & 0xff), id]);
+}
+const MQTT_PINGREQ = Buffer.of(0xc0, 0);
+
 const sockets: tls.TLSSocket[] = [];
 const handled = new Map<string, number>();
 let disconnects = 0;
@@ -83,34 +96,61 @@ async function start(m: Extract<FleetRequest, { type: 'start' }>) {
   const certs = Array.from({ length: m.count }, (_, i) => make(i));
   send({ type: 'certificates', ms: now() - t0 });
 
-  const ping = encodeFrame(0, FrameType.PING);
+  const mqtt = m.protocol === 'mqtt';
+  const ping = mqtt ? MQTT_PINGREQ : encodeFrame(0, FrameType.PING);
   const fetch = encodeFrame(0, FrameType.FETCH_ORDERS);
-  const open = (i: number) =>
+  const keepAliveS = Math.ceil((3 * m.pingMs) / 1000);
+  /**
+   * Opens device i's mutual-TLS connection; `greet` speaks the protocol's opening and calls
+   * `ready` once the device is connected, after which it PINGs every pingMs until closed.
+   */
+  const connect = (i: number, greet: (s: tls.TLSSocket, ready: () => void, fail: (e: Error) => void) => void) =>
     new Promise<number>((resolve, reject) => {
       const started = now();
-      const s = tls.connect({ host: '127.0.0.1', port: m.port, ca: m.ca.cert, cert: certs[i], key, rejectUnauthorized: true }, () => {
-        const decoder = new FrameDecoder();
-        s.on('data', (chunk: Buffer) => {
-          for (const f of decoder.push(chunk)) {
-            if (f.type !== FrameType.ORDER) continue;
-            const sections = decode(f.payload) as { id: string }[];
-            handled.set(sections[0].id, now());
-            s.write(encodeFrame(f.tid, FrameType.ORDER_CONFIRM));
-          }
-        });
-        s.write(fetch);
-        const timer = setInterval(() => s.write(ping), m.pingMs);
-        timer.unref();
-        s.once('close', () => {
-          clearInterval(timer);
-          if (!closing) disconnects++;
-        });
-        sockets.push(s);
-        resolve(now() - started);
-      });
+      const s = tls.connect({ host: '127.0.0.1', port: m.port, ca: m.ca.cert, cert: certs[i], key, rejectUnauthorized: true }, () =>
+        greet(
+          s,
+          () => {
+            const timer = setInterval(() => s.write(ping), m.pingMs);
+            timer.unref();
+            s.once('close', () => {
+              clearInterval(timer);
+              if (!closing) disconnects++;
+            });
+            sockets.push(s);
+            resolve(now() - started);
+          },
+          reject,
+        ),
+      );
       s.setNoDelay(true);
       s.on('error', (e) => reject(e));
     });
+  const openMqtt = (i: number) =>
+    connect(i, (s, ready, fail) => {
+      s.write(mqttConnect(fleetDeviceId(i), keepAliveS));
+      s.once('data', (d: Buffer) => {
+        // CONNACK: 0x20 0x02 flags return-code; anything else is a refusal.
+        if (d[0] !== 0x20 || d[3] !== 0) return fail(new Error(`MQTT CONNECT refused: ${d.subarray(0, 4).toString('hex')}`));
+        s.on('data', () => {}); // PINGRESPs
+        ready();
+      });
+    });
+  const openNgtt = (i: number) =>
+    connect(i, (s, ready) => {
+      const decoder = new FrameDecoder();
+      s.on('data', (chunk: Buffer) => {
+        for (const f of decoder.push(chunk)) {
+          if (f.type !== FrameType.ORDER) continue;
+          const sections = decode(f.payload) as { id: string }[];
+          handled.set(sections[0].id, now());
+          s.write(encodeFrame(f.tid, FrameType.ORDER_CONFIRM));
+        }
+      });
+      s.write(fetch);
+      ready();
+    });
+  const open = mqtt ? openMqtt : openNgtt;
 
   const t1 = now();
   let failed = 0;

@@ -153,27 +153,30 @@ function bad(where: string, what: string): never {
 /** DATA_STREAM payload / POST /v1/device/pathpoints body. Throws PayloadError. */
 export function parsePathpointData(payload: unknown): PathpointSeries[] {
   if (!Array.isArray(payload)) bad('$', 'expected a list of {path, values}');
+  // The hot path of every upload: the error's path string is built only once something is wrong.
   for (let i = 0; i < payload.length; i++) {
     const series = payload[i];
-    const where = `$[${i}]`;
-    if (!isObject(series)) bad(where, 'expected {path, values}');
-    if (typeof series.path !== 'string' || series.path.length === 0) bad(`${where}.path`, 'expected a non-empty string');
+    if (!isObject(series)) bad(`$[${i}]`, 'expected {path, values}');
+    if (typeof series.path !== 'string' || series.path.length === 0) bad(`$[${i}].path`, 'expected a non-empty string');
     const values = series.values;
-    if (!Array.isArray(values)) bad(`${where}.values`, 'expected a list');
+    if (!Array.isArray(values)) bad(`$[${i}].values`, 'expected a list');
     for (let j = 0; j < values.length; j++) {
       const v = values[j];
-      const at = `${where}.values[${j}]`;
-      if (!Array.isArray(v)) bad(at, 'expected [timestamp_ms, value] or [false, timestamp_ms, error_code]');
+      if (!Array.isArray(v)) badValue(i, j, '', 'expected [timestamp_ms, value] or [false, timestamp_ms, error_code]');
       if (v.length === 2) {
-        if (!isTimestamp(v[0])) bad(`${at}[0]`, 'expected a timestamp in milliseconds');
-        if (!isScalar(v[1])) bad(`${at}[1]`, 'expected an int, float or string');
+        if (!isTimestamp(v[0])) badValue(i, j, '[0]', 'expected a timestamp in milliseconds');
+        if (!isScalar(v[1])) badValue(i, j, '[1]', 'expected an int, float or string');
       } else if (v.length === 3 && v[0] === false) {
-        if (!isTimestamp(v[1])) bad(`${at}[1]`, 'expected a timestamp in milliseconds');
-        if (!(ERROR_CODES as readonly unknown[]).includes(v[2])) bad(`${at}[2]`, `expected one of ${ERROR_CODES.join(', ')}`);
-      } else bad(at, 'expected [timestamp_ms, value] or [false, timestamp_ms, error_code]');
+        if (!isTimestamp(v[1])) badValue(i, j, '[1]', 'expected a timestamp in milliseconds');
+        if (!(ERROR_CODES as readonly unknown[]).includes(v[2])) badValue(i, j, '[2]', `expected one of ${ERROR_CODES.join(', ')}`);
+      } else badValue(i, j, '', 'expected [timestamp_ms, value] or [false, timestamp_ms, error_code]');
     }
   }
   return payload as PathpointSeries[];
+}
+
+function badValue(series: number, value: number, element: string, what: string): never {
+  bad(`$[${series}].values[${value}]${element}`, what);
 }
 
 /** LOGS payload / PUT /v1/device/device_logs body. Throws PayloadError. */

@@ -3,6 +3,7 @@
  * from the verified client certificate only, then one DeviceSession per connection, handed over
  * through the DeviceRegistry so a device is served on one connection at a time.
  */
+import { constants as cryptoConstants } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -52,6 +53,9 @@ export class NgttListener {
       handshakeTimeout: o.admission.handshakeTimeoutMs,
       // A device offering it parses every frame it reads (frame-writer.ts); others offer nothing.
       ALPNProtocols: [NGTT_STREAM_ALPN],
+      // No TLS session tickets: devices keep one long connection and do not resume sessions,
+      // and issuing tickets made every idle connection hold ≈ 15 KiB more (bench/results, fleet).
+      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
     });
     this.admission.attach(this.server);
     this.server.on('secureConnection', (socket) => this.onConnection(socket));
