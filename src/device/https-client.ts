@@ -15,6 +15,7 @@ import {
   type PathpointSeries,
 } from '../protocol/index.js';
 import { deviceTlsOptions, type DeviceTlsOptions } from './tls-material.js';
+import { readLimited } from '../protocol/read-limited.js';
 
 export const MINIJSON_TYPE = 'application/minijson';
 export const DEFAULT_HTTP_TIMEOUT_MS = 30_000;
@@ -188,21 +189,7 @@ function statusText(body: unknown): string {
 }
 
 function readBody(res: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    res.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_RESPONSE_BYTES) {
-        res.destroy();
-        reject(new HttpError(`answer larger than ${MAX_RESPONSE_BYTES} bytes`, res.statusCode, false));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    res.on('error', reject);
-    res.on('end', () => resolve(Buffer.concat(chunks)));
-  });
+  return readLimited(res, MAX_RESPONSE_BYTES, () => new HttpError(`answer larger than ${MAX_RESPONSE_BYTES} bytes`, res.statusCode, false));
 }
 
 /** A body by its Content-Type: MiniJSON, JSON, else text; undefined when empty. Throws when undecodable. */

@@ -18,6 +18,7 @@ import { parseSectionsStrict, PayloadError } from '../protocol/index.js';
 import { ActorBoard, type ActorView } from './actors.js';
 import { listenOnLoopback, LOOPBACK } from './listen.js';
 import { OrderTimeline, type TimelineEntry } from './orders.js';
+import { readLimited } from '../protocol/read-limited.js';
 
 export interface LiveViewOptions {
   /** Port on 127.0.0.1. Default 0: a free one (see `url`). */
@@ -223,18 +224,6 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
   };
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolveBody, rejectBody) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        rejectBody(new Error(`body over ${limit} bytes`));
-        req.destroy();
-      } else chunks.push(chunk);
-    });
-    req.on('end', () => resolveBody(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', rejectBody);
-  });
+async function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return (await readLimited(req, limit, () => new Error(`body over ${limit} bytes`))).toString('utf8');
 }
