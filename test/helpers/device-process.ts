@@ -3,7 +3,8 @@
  * Every execution is appended to `execLog` as "<path> <pid>"; every value pushed is logged to
  * `valueLog` as "try V=n" before push() and "ok V=n" once it resolved (both appends reach the
  * kernel before the next step, so a SIGKILL loses none of them). A line "drain" on stdin stops
- * the pushing; the process prints `{"pending": n}` lines to stdout every 50 ms.
+ * the pushing; the process prints `{"pending": n, "connection": …, "drained": bool}` lines to
+ * stdout every 50 ms (`drained` once the last push has resolved).
  */
 import { appendFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -38,10 +39,12 @@ const device = new NgttDevice({
 device.start();
 
 let pushing = true;
+/** True once the push loop has ended after "drain": from then on `pending` can only fall. */
+let drained = false;
 createInterface({ input: process.stdin }).on('line', (line) => {
   if (line.trim() === 'drain') pushing = false;
 });
-setInterval(() => process.stdout.write(JSON.stringify({ pending: device.status().values.pending, connection: device.status().connection }) + '\n'), 50);
+setInterval(() => process.stdout.write(JSON.stringify({ pending: device.status().values.pending, connection: device.status().connection, drained }) + '\n'), 50);
 
 let v = c.firstValue;
 while (pushing) {
@@ -53,3 +56,4 @@ while (pushing) {
   appendFileSync(c.valueLog, values.map((value) => `ok V=${value}\n`).join(''));
   await new Promise((r) => setTimeout(r, 2));
 }
+drained = true;
