@@ -9,7 +9,8 @@
  * Expected: the gateway refuses the device while its broker is down, so the device keeps its
  * values in the spool and its logs in its log buffer and sends them when it is accepted again.
  * Afterwards PostgreSQL holds every pushed value exactly once, every order was executed exactly
- * once, and every log record written after the device lost its connection arrived exactly once.
+ * once (also one that was running when the broker went, whose confirm could not be sent), and
+ * every log record written after the device lost its connection arrived exactly once.
  * LOGS frames have no reply (spec §7): records the device had already written to the socket
  * when the gateway's broker link broke cannot be retried by anyone; the test counts them
  * (printed as a comment) and checks that nothing arrived twice.
@@ -49,6 +50,10 @@ if (typeof broker === 'string') {
     const dev = 'dev-outage';
     const [a] = await Promise.all([start('A'), start('S', true)]);
     const executed: number[] = [];
+    // Order 5 is still running when the broker goes: it finishes only once the device has lost
+    // its connection, so its confirm cannot reach the gateway and the order comes back later.
+    let releaseOrder5 = () => {};
+    const order5Released = new Promise<void>((resolve) => (releaseOrder5 = resolve));
     const states: ConnectionStateName[] = [];
     const device = new NgttDevice({
       host: '127.0.0.1',
@@ -59,12 +64,20 @@ if (typeof broker === 'string') {
       ngtt: true,
       graceMs: 3_600_000, // stay on NGTT: the logs wait in the device's buffer, not in an HTTPS retry
       spoolPath: ':memory:',
-      handlers: { onWrite: (_path, value) => void executed.push(Number(value)), onRead: () => 0 },
+      handlers: {
+        onWrite: async (_path, value) => {
+          executed.push(Number(value));
+          if (value === 5) await order5Released;
+        },
+        onRead: () => 0,
+      },
       timings: { backoff: { baseMs: 50, maxMs: 300 } },
       upload: { maxBatchAgeMs: 10, maxBatchValues: 20 },
       logs: { maxBatchAgeMs: 10, maxBatchRecords: 10, maxBuffered: 100_000 },
     });
     device.on('state', (state) => states.push(state));
+    const received: string[] = [];
+    device.on('order', (e) => e.phase === 'received' && e.id && received.push(e.id));
     t.teardown(() => device.close({ timeoutMs: 1_000 }).catch(() => {}));
     const log = device.logger({ level: 'info' }, null);
     device.start();
@@ -95,8 +108,10 @@ if (typeof broker === 'string') {
     await waitFor(async () => (await count('SELECT count(*) AS n FROM data')) >= 100, 'values to reach PostgreSQL before the outage', 20_000, 50);
 
     stopped = true;
+    await waitFor(() => executed.includes(5), 'order 5 to be running', 20_000);
     await broker.stopApp();
     await waitFor(() => device.status().connection !== 'authenticated', 'the gateway to close the device connection', 20_000);
+    releaseOrder5();
     const logsAtCut = nextLog;
     const statesAtCut = states.length;
     // The gateway keeps refusing while the broker is down; the device keeps producing.
@@ -143,7 +158,8 @@ if (typeof broker === 'string') {
 
     t.equal(await count('SELECT count(*) AS n FROM data'), values, `${values} values pushed, ${values} stored`);
     t.equal(await count('SELECT count(DISTINCT value) AS n FROM data'), values, 'each value once');
-    t.same([...executed].sort((x, y) => x - y), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'each order executed once');
+    t.ok(received.filter((id) => id === orderIds[4]).length >= 2, 'order 5 was delivered again after the outage (its confirm could not be sent)');
+    t.same([...executed].sort((x, y) => x - y), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'each order executed once (order 5, running at the cut and delivered again, too)');
     const stored = (await query<{ message: string; n: number }>(pgUrl, `SELECT message, count(*)::int AS n FROM logs GROUP BY message`)).map((r) => [Number(r.message.slice(4)), r.n]);
     t.same(stored.filter(([, n]) => n > 1), [], 'no log record stored twice');
     const have = new Set(stored.map(([m]) => m));
