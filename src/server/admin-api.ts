@@ -85,6 +85,9 @@ export function createAdminApi(o: AdminApiOptions) {
   );
 
   app.post<DeviceParams>('/v1/admin/devices/:deviceId/orders', { schema: { params: S.deviceParams, body: S.orderSections } }, async (request, reply) => {
+    // With the broker or database down the order could not be kept: say so at once (503, try
+    // again) instead of waiting for the publish to time out into a 500.
+    if (o.store.available?.() === false) return sendError(request, reply.header('retry-after', '10'), 503, 'the order store is unavailable; the order was not enqueued, try again later');
     const id = await o.enqueueOrder(request.params.deviceId, request.body);
     return sendValue(request, reply.code(201), { id });
   });

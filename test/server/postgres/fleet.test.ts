@@ -1,8 +1,8 @@
 /**
  * A fleet with no state on any gateway (issue #16), all real processes: gateways A and B and
- * sinks S1 and S2 (`ngtt server --store rabbitmq --pg-url … [--sink]`), one RabbitMQ, one
+ * sinks S1, S2 and S3 (`ngtt server --store rabbitmq --pg-url … [--sink]`), one RabbitMQ, one
  * PostgreSQL (a fresh database). Queues: a fresh prefix, deleted at the end (also on failure);
- * two device queues in all, so the quorum queues stay far within the broker's file handles.
+ * three device queues in all, so the quorum queues stay far within the broker's file handles.
  */
 import amqp from 'amqplib';
 import t from 'tap';
@@ -133,5 +133,61 @@ if (!(await brokerReachable())) {
     t.same(await query(pgUrl, `SELECT state, count(*)::int AS n FROM orders WHERE device_id = $1 GROUP BY state`, [dev]), [{ state: 'confirmed', n: 3 }]);
     const history = await adminCall<{ orders: { id: string; state: string }[] }>(b, `/devices/${dev}/orders`);
     t.same(history.orders.map((o) => [o.id, o.state]), ids.map((id) => [id, 'confirmed']), "B lists A's history from PostgreSQL");
+  });
+
+  t.test('a device moves from A to B mid-stream: every order and every value exactly once', async (t) => {
+    const dev = 'dev-move';
+    const sink = await start('S3', true);
+    t.teardown(() => sink.kill());
+    const batch = (i: number) => [{ path: 'M', values: [[1_700_000_000_000 + i * 1000, i], [1_700_000_000_500 + i * 1000, i + 0.5]] as [number, number][] }];
+    const ids: string[] = [];
+    for (let i = 1; i <= 20; i++) ids.push((await adminCall<{ id: string }>(a, `/devices/${dev}/orders`, 'POST', order(i))).id);
+
+    // On A (order window 4): 5 orders confirmed, 4 more in flight; 100 batches sent, the device
+    // waits for 60 confirms.
+    const onA = await connect(a, dev);
+    onA.send(0, FrameType.FETCH_ORDERS);
+    const deliveredOnA = await onA.takeOrders(4);
+    for (const o of deliveredOnA) onA.send(o.tid, FrameType.ORDER_CONFIRM);
+    deliveredOnA.push(...(await onA.takeOrders(4)));
+    onA.send(deliveredOnA[4].tid, FrameType.ORDER_CONFIRM);
+    deliveredOnA.push(await onA.takeOrder());
+    for (let i = 1; i <= 100; i++) onA.send(i, FrameType.DATA_STREAM, batch(i));
+    for (let i = 1; i <= 60; i++) await onA.takeType(FrameType.DATA_STREAM_CONFIRM, i);
+    await waitFor(async () => (await count(`SELECT count(*) AS n FROM orders WHERE device_id = 'dev-move' AND state = 'confirmed'`)) === 5, 'the 5 confirms on A to be recorded');
+    const confirmedOnA = new Set(deliveredOnA.slice(0, 5).map((o) => o.id));
+    // Cut mid-stream: 4 orders in flight, batches 61..100 sent and not (all) confirmed to the device.
+    onA.destroy();
+
+    // On B the device sends again what it has no confirm for (61..100), then new data (101..150).
+    const onB = await connect(b, dev);
+    for (let i = 61; i <= 150; i++) onB.send(i, FrameType.DATA_STREAM, batch(i));
+    for (let i = 61; i <= 150; i++) await onB.takeType(FrameType.DATA_STREAM_CONFIRM, i);
+    onB.send(0, FrameType.FETCH_ORDERS);
+    const deliveredOnB = [];
+    for (let i = 0; i < 15; i++) {
+      const o = await onB.takeOrder();
+      deliveredOnB.push(o);
+      onB.send(o.tid, FrameType.ORDER_CONFIRM);
+    }
+    const onBIds = deliveredOnB.map((o) => o.id);
+    t.equal(new Set(onBIds).size, 15, 'B delivers 15 distinct orders');
+    t.same(onBIds.filter((id) => confirmedOnA.has(id)), [], 'none of the orders confirmed on A comes again from B');
+    t.same([...confirmedOnA, ...onBIds].sort(), [...ids].sort(), 'together A and B delivered all 20 orders');
+    t.same(
+      deliveredOnA.slice(5).map((o) => o.id).filter((id) => !onBIds.includes(id)),
+      [],
+      'the 4 orders in flight on A when the device left are delivered by B',
+    );
+
+    await waitFor(async () => (await count(`SELECT count(*) AS n FROM orders WHERE device_id = 'dev-move' AND state = 'confirmed'`)) === 20, 'all 20 orders to be confirmed', 30_000, 50);
+    await waitFor(async () => (await count(`SELECT count(*) AS n FROM data_batches WHERE device_id = 'dev-move'`)) >= 150, 'the sink to store the 150 batches', 30_000, 50);
+    await onB.ping(); // nothing more on its way
+    t.same(onB.pending(FrameType.ORDER), [], 'no order is delivered a second time');
+    t.equal(await count(`SELECT count(*) AS n FROM data_batches WHERE device_id = 'dev-move'`), 150, 'each batch stored once (61..100 arrived through A and B)');
+    t.equal(await count(`SELECT count(*) AS n FROM data WHERE device_id = 'dev-move'`), 300, 'each value stored once');
+    t.equal(await count(`SELECT count(DISTINCT value) AS n FROM data WHERE device_id = 'dev-move'`), 300, 'all 300 values there');
+    const history = await adminCall<{ orders: { id: string; state: string }[] }>(a, `/devices/${dev}/orders`);
+    t.same(history.orders.map((o) => [o.id, o.state]), ids.map((id) => [id, 'confirmed']), "A's history shows what B confirmed");
   });
 }
