@@ -24,6 +24,9 @@ import { startPrivateBroker } from '../../helpers/private-rabbitmq.js';
 import { order, uniquePrefix, waitFor } from '../../helpers/rabbitmq.js';
 import { makePki } from '../../helpers/server-fixture.js';
 
+// A private broker boots, stops and starts inside this file: on a loaded CI machine that alone
+// can take a minute. Every wait below has its own bound and names what it waited for.
+t.setTimeout(300_000);
 const broker = (await postgresReachable()) ? await startPrivateBroker(t) : PG_SKIP_REASON;
 if (typeof broker === 'string') {
   t.plan(0, broker);
