@@ -7,6 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NGTT, ROOT } from './cli.js';
+import { killOnExit } from './reap.js';
 import type { TestPki } from './server-fixture.js';
 
 export interface GatewayProcess {
@@ -25,8 +26,11 @@ export interface GatewayProcess {
 /** Starts `ngtt server <args> --port 0 --https-port 0 --admin-port 0`; resolves once it listens. */
 export async function startGatewayProcess(name: string, args: string[], timeoutMs = 30_000): Promise<GatewayProcess> {
   const argv = [...NGTT, 'server', ...args, '--port', '0', '--https-port', '0', '--admin-port', '0'];
-  const child = spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, NGTT_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'inherit', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // stdout piped, not inherited: an orphaned gateway would otherwise hold tap's pipe open.
+  const child = spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, NGTT_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.resume();
+  const forget = killOnExit(() => child.kill('SIGKILL'));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => (forget(), resolve())));
   let err = '';
   const ports = await new Promise<number[]>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} did not start in ${timeoutMs} ms: ${err}`)), timeoutMs);

@@ -10,13 +10,14 @@
  * so the node is started from `/usr/lib/rabbitmq/bin` directly (as the current user).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import amqp from 'amqplib';
+import { killOnExit } from './reap.js';
 
 const run = promisify(execFile);
 const BIN = process.env.NGTT_TEST_RABBITMQ_BIN ?? '/usr/lib/rabbitmq/bin';
@@ -80,11 +81,25 @@ export async function startPrivateBroker(t: Tap, timeoutMs = 60_000): Promise<Pr
     RABBITMQ_CONF_ENV_FILE: join(dir, 'rabbitmq-env.conf'),
   };
   let output = '';
-  const child: ChildProcess = spawn(join(BIN, 'rabbitmq-server'), [], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group: the script starts the Erlang VM as a child, and both must go if
+  // this test process ends before its teardown ran.
+  const child: ChildProcess = spawn(join(BIN, 'rabbitmq-server'), [], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const forget = killOnExit(() => {
+    process.kill(-child.pid!, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+  });
   child.stdout!.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-4000)));
   child.stderr!.on('data', (b: Buffer) => (output = (output + b.toString()).slice(-4000)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.once('error', () => {});
+  void exited.then(() => {
+    // The script is gone; make sure the VM went with it.
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // The whole group has exited.
+    }
+  });
   const ctl = (...args: string[]) => run(join(BIN, 'rabbitmqctl'), ['-q', '-n', node, ...args], { env, cwd: dir, timeout: 30_000 });
   const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
 
@@ -99,6 +114,7 @@ export async function startPrivateBroker(t: Tap, timeoutMs = 60_000): Promise<Pr
       clearTimeout(killed);
     }
     await rm(dir, { recursive: true, force: true });
+    forget();
   };
   t.teardown(close);
 
