@@ -64,7 +64,7 @@ t.test('the live view shows the fleet and its machines, sends an order, and serv
   const output = join(ROOT, '.tap', 'output', 'live-view');
   await mkdir(output, { recursive: true });
 
-  const demo = startNgtt(t, ['demo', '--data', data, '--devices', '3', '--port', '0', '--https-port', '0', '--admin-port', '0', '--duration', '110']);
+  const demo = startNgtt(t, ['demo', '--data', data, '--devices', '3', '--port', '0', '--https-port', '0', '--admin-port', '0', '--duration', '600']); // a bound only: the test stops it with Ctrl-C
   const url = await waitFor('the live view URL', () => demo.out.match(/live view: open (http:\/\/127\.0\.0\.1:\d+\/)/)?.[1]);
 
   const browsers: Browser[] = [];
