@@ -22,6 +22,7 @@ import {
 import { planBaobSync } from './baob-sync.js';
 import type { DeviceCounters, LiveSession } from './device-registry.js';
 import { FrameWriter } from './frame-writer.js';
+import type { HeldLogs } from './held-logs.js';
 import { OrderDispatcher } from './order-dispatcher.js';
 import type { Store } from './store/index.js';
 import { UploadPipeline } from './upload-pipeline.js';
@@ -35,6 +36,8 @@ export interface DeviceSessionOptions {
   maxFrameLength: number;
   logger: Logger;
   counters: DeviceCounters;
+  /** Where log batches go that were received but could not be stored (shared by the process's sessions). */
+  heldLogs: HeldLogs;
   /** Called once the connection is gone and its orders are requeued. */
   onClosed(session: DeviceSession): void;
 }
@@ -70,6 +73,7 @@ export class DeviceSession implements LiveSession {
       deviceId: o.deviceId,
       store: o.store,
       counters: o.counters,
+      heldLogs: o.heldLogs,
       write: (frames) => this.write(frames),
       setReadPaused: (paused) => this.pauseReading('uploads', paused),
       onFailure: (e) => this.fail('storing uploads failed', e),

@@ -12,6 +12,7 @@ import { NGTT_STREAM_ALPN } from '../protocol/index.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { DeviceSession } from './device-session.js';
 import { Admission, type AdmissionLimits, type AdmissionStats } from './admission.js';
+import { HeldLogs } from './held-logs.js';
 import type { Store } from './store/index.js';
 
 export interface ServerTlsOptions {
@@ -40,8 +41,11 @@ export class NgttListener {
   private readonly sockets = new Set<TLSSocket>();
   private closing = false;
   private readonly stopWatching: (() => void) | undefined;
+  /** Log batches of this listener's sessions that the store could not take yet. */
+  readonly heldLogs: HeldLogs;
 
   constructor(private readonly o: NgttListenerOptions) {
+    this.heldLogs = new HeldLogs({ store: o.store, logger: o.logger.child({ component: 'held-logs' }) });
     // Refuse rather than drop (issue #16): while the store cannot keep what a device sends, the
     // device is better off holding it and retrying with its backoff.
     this.admission = new Admission(o.admission, o.logger, () => o.store.available?.() === false);
@@ -109,6 +113,7 @@ export class NgttListener {
       maxFrameLength: this.o.maxFrameLength,
       logger,
       counters: this.o.registry.counters(deviceId),
+      heldLogs: this.heldLogs,
       onClosed: (s) => this.o.registry.remove(s),
     });
     const handover = this.o.registry
@@ -129,6 +134,7 @@ export class NgttListener {
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.pending]);
     await Promise.allSettled(this.o.registry.sessions().map((s) => s.close('server shutting down')));
+    await this.heldLogs.close();
     for (const socket of this.sockets) socket.destroy();
     for (const socket of this.admission.sockets) socket.destroy();
     await stopped;

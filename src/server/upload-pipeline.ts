@@ -6,9 +6,12 @@
  * That is what makes many DATA_STREAMs in flight pay off. A CONFIRM is only sent after the
  * store has resolved (durable). When too much waits, reading from the socket pauses, so a fast
  * device is slowed by TCP rather than by the server's memory.
+ * Log batches that were received but not stored (the store failed, or the session closed
+ * first) go to HeldLogs: LOGS has no reply, so the device cannot send them again.
  */
 import { encodeFrame, encodeValueFrame, FrameType, NO_REPLY_TID, type LogRecord, type PathpointSeries } from '../protocol/index.js';
 import type { DeviceCounters } from './device-registry.js';
+import type { HeldLogs } from './held-logs.js';
 import type { DataBatch, Store } from './store/index.js';
 
 type Entry =
@@ -24,6 +27,8 @@ export interface UploadPipelineOptions {
   write(frames: Buffer[]): void;
   /** Reading from the socket should stop (true) or go on (false). */
   setReadPaused(paused: boolean): void;
+  /** Log batches received but not stored; they are stored again later. */
+  heldLogs: HeldLogs;
   /** The store failed: close the connection without confirming; the device sends the data again. */
   onFailure(error: unknown): void;
   /** Bytes of queued payloads above which reading pauses. Default 8 MiB. */
@@ -57,6 +62,7 @@ export class UploadPipeline {
 
   stop(): void {
     this.stopped = true;
+    this.hold(this.queue);
     this.queue = [];
   }
 
@@ -66,7 +72,7 @@ export class UploadPipeline {
   }
 
   private push(entry: Entry): void {
-    if (this.stopped) return;
+    if (this.stopped) return this.hold([entry]);
     this.queue.push(entry);
     this.queuedBytes += entry.bytes;
     if (this.queuedBytes > this.highWaterMark) this.o.setReadPaused(true);
@@ -78,14 +84,16 @@ export class UploadPipeline {
   }
 
   private async run(): Promise<void> {
+    let storing: Entry[] = [];
     try {
       while (this.queue.length && !this.stopped) {
-        const batch = this.queue;
+        const batch = (storing = this.queue);
         this.queue = [];
         await this.o.store.ingest(this.o.deviceId, {
           data: batch.flatMap((e) => (e.kind === 'data' ? [e.batch] : [])),
           logs: batch.flatMap((e) => (e.kind === 'logs' ? [e.records] : [])),
         });
+        storing = [];
         if (this.stopped) break;
         this.queuedBytes -= batch.reduce((n, e) => n + e.bytes, 0);
         if (this.queuedBytes <= this.highWaterMark) this.o.setReadPaused(false);
@@ -93,12 +101,19 @@ export class UploadPipeline {
         if (replies.length) this.o.write(replies);
       }
     } catch (e) {
+      // Data is not confirmed and comes again from the device; logs would not.
+      this.hold(storing);
       this.stopped = true;
       this.o.onFailure(e);
     } finally {
       this.running = false;
       for (const resolve of this.idleWaiters.splice(0)) resolve();
     }
+  }
+
+  private hold(entries: Entry[]): void {
+    const logs = entries.flatMap((e) => (e.kind === 'logs' ? [e.records] : []));
+    if (logs.length) this.o.heldLogs.hold(this.o.deviceId, logs);
   }
 
   private replies(batch: Entry[]): Buffer[] {

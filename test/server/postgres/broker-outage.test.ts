@@ -11,9 +11,10 @@
  * Afterwards PostgreSQL holds every pushed value exactly once, every order was executed exactly
  * once (also one that was running when the broker went, whose confirm could not be sent), and
  * every log record written after the device lost its connection arrived exactly once.
- * LOGS frames have no reply (spec §7): records the device had already written to the socket
- * when the gateway's broker link broke cannot be retried by anyone; the test counts them
- * (printed as a comment) and checks that nothing arrived twice.
+ * LOGS frames have no reply (spec §7). What the gateway received but could not store is held
+ * (src/server/held-logs.ts) and stored once the broker is back; records still in the socket,
+ * unread, when the gateway closed the connection at the cut cannot be retried by anyone: the
+ * test counts them (printed as a comment) and checks that nothing arrived twice.
  */
 import t from 'tap';
 import { NgttDevice } from '../../../src/device/ngtt-device.js';
@@ -173,6 +174,6 @@ if (typeof broker === 'string') {
       [],
       `every log record written while the device was refused or after (from #${since} of ${logs}) arrived`,
     );
-    t.comment(`log records written before the cut and lost with the gateway's broker link (LOGS has no reply): ${missing.length} (${missing.join(', ')})`);
+    t.comment(`log records written before the cut and never read by the gateway, which closed the connection at the cut (LOGS has no reply): ${missing.length} (${missing.join(', ')})`);
   });
 }

@@ -1,0 +1,87 @@
+/**
+ * HeldLogs (issue #16): log batches a gateway received but could not store are kept in memory,
+ * bounded, and stored once the store is available again.
+ */
+import t from 'tap';
+import pino from 'pino';
+import type { LogRecord } from '../../src/protocol/index.js';
+import { HeldLogs } from '../../src/server/held-logs.js';
+import type { Store, Uploads } from '../../src/server/store/index.js';
+import { until } from '../helpers/wait.js';
+
+/** A store that fails while `failing`, reports `available`, and records what it stored. */
+function flakyStore() {
+  const listeners = new Set<(available: boolean) => void>();
+  const state = {
+    available: true,
+    failing: false,
+    stored: [] as { deviceId: string; messages: string[] }[],
+    setAvailable(available: boolean) {
+      state.available = available;
+      state.failing = !available;
+      for (const l of listeners) l(available);
+    },
+  };
+  const store = {
+    async ingest(deviceId: string, uploads: Uploads) {
+      if (state.failing) throw new Error('broker down');
+      for (const records of uploads.logs ?? []) state.stored.push({ deviceId, messages: records.map((r) => String(r.message)) });
+    },
+    available: () => state.available,
+    onAvailabilityChange(listener: (available: boolean) => void) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  } as unknown as Store;
+  return { store, state };
+}
+
+const batch = (...messages: string[]): LogRecord[] => messages.map((message, i) => ({ service: 'svc', when: 1_700_000_000_000_000 + i, message, level: 2 }));
+const logger = pino({ level: 'silent' });
+
+t.test('held while the store is unavailable, stored in order once it is back', async (t) => {
+  const { store, state } = flakyStore();
+  const held = new HeldLogs({ store, logger });
+  t.teardown(() => held.close());
+  state.setAvailable(false);
+  held.hold('dev-a', [batch('a1', 'a2'), batch('a3')]);
+  held.hold('dev-b', [batch('b1')]);
+  await held.settled();
+  t.equal(held.size, 3, 'three batches held');
+  t.same(state.stored, [], 'nothing stored while unavailable');
+
+  state.setAvailable(true);
+  await until(() => held.size === 0, 'the held batches to be stored');
+  t.same(state.stored, [
+    { deviceId: 'dev-a', messages: ['a1', 'a2'] },
+    { deviceId: 'dev-a', messages: ['a3'] },
+    { deviceId: 'dev-b', messages: ['b1'] },
+  ]);
+  t.equal(held.stored, 3);
+});
+
+t.test('an ingest that fails while the store reports available is retried with backoff', async (t) => {
+  const { store, state } = flakyStore();
+  const held = new HeldLogs({ store, logger, backoff: { baseMs: 1, maxMs: 5, jitter: 0 } });
+  t.teardown(() => held.close());
+  state.failing = true;
+  held.hold('dev-a', [batch('x')]);
+  await held.settled();
+  t.equal(held.size, 1, 'held after the failed attempt');
+  state.failing = false;
+  await until(() => held.size === 0, 'the retry to store the batch');
+  t.same(state.stored, [{ deviceId: 'dev-a', messages: ['x'] }]);
+});
+
+t.test('bounded: beyond maxBatches new batches are dropped and counted', async (t) => {
+  const { store, state } = flakyStore();
+  const held = new HeldLogs({ store, logger, maxBatches: 2 });
+  t.teardown(() => held.close());
+  state.setAvailable(false);
+  held.hold('dev-a', [batch('1'), batch('2'), batch('3')]);
+  t.equal(held.size, 2);
+  t.equal(held.dropped, 1);
+  state.setAvailable(true);
+  await until(() => held.size === 0, 'the held batches to be stored');
+  t.same(state.stored.map((s) => s.messages[0]), ['1', '2'], 'the first two kept, the third dropped');
+});
