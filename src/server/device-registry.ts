@@ -27,7 +27,7 @@ export interface LiveSession {
   readonly connectedAt: number;
   readonly remoteAddress: string;
   /** Closes the connection; resolves once its orders are back in the queue. */
-  close(reason: string): Promise<void>;
+  close(reason: string, options?: { drainLogsMs?: number }): Promise<void>;
 }
 
 export interface ConnectedDevice {

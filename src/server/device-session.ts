@@ -59,6 +59,8 @@ export class DeviceSession implements LiveSession {
   private dispatcher: OrderDispatcher | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private readonly readPauses = new Set<string>();
+  /** Closing after the store went away: only LOGS still read, into the held logs. */
+  private draining = false;
   private readonly closed: Promise<void>;
 
   constructor(private readonly o: DeviceSessionOptions) {
@@ -112,8 +114,27 @@ export class DeviceSession implements LiveSession {
     return this;
   }
 
-  async close(reason: string): Promise<void> {
+  /**
+   * Closes the connection. With `drainLogsMs`, first reads what the device already sent: LOGS
+   * have no reply (spec §7), so a batch left unread in the socket when it is destroyed is lost
+   * for good. The connection is ended (the device sees it close and keeps everything else for
+   * its next connection), LOGS read until the device's side closes go to the held logs, other
+   * frames are ignored (unconfirmed data and orders are sent again), and after `drainLogsMs`
+   * the socket is destroyed anyway.
+   */
+  async close(reason: string, options: { drainLogsMs?: number } = {}): Promise<void> {
     if (!this.socket.destroyed) this.log.info({ reason }, 'closing connection');
+    if (options.drainLogsMs && !this.socket.destroyed && !this.draining) {
+      this.draining = true;
+      this.uploads.stop();
+      this.readPauses.clear();
+      this.socket.resume();
+      this.socket.end();
+      const timer = setTimeout(() => this.socket.destroy(), options.drainLogsMs);
+      await this.closed;
+      clearTimeout(timer);
+      return;
+    }
     this.socket.destroy();
     await this.closed;
   }
@@ -155,6 +176,10 @@ export class DeviceSession implements LiveSession {
   }
 
   private onFrame({ tid, type, payload }: Frame): void {
+    if (this.draining) {
+      if (type === FrameType.LOGS) this.o.heldLogs.hold(this.deviceId, [parseLogRecords(decode(payload))]);
+      return;
+    }
     switch (type) {
       case FrameType.PING:
         this.counters.pings++;
@@ -254,7 +279,8 @@ export class DeviceSession implements LiveSession {
 
   private fail(what: string, e: unknown): void {
     this.log.error({ err: e }, `${what}; closing the connection`);
-    void this.close(what);
+    // The store or the order source failed, not the device: read the LOGS it already sent first.
+    void this.close(what, { drainLogsMs: 2_000 });
   }
 }
 

@@ -10,11 +10,11 @@
  * values in the spool and its logs in its log buffer and sends them when it is accepted again.
  * Afterwards PostgreSQL holds every pushed value exactly once, every order was executed exactly
  * once (also one that was running when the broker went, whose confirm could not be sent), and
- * every log record written after the device lost its connection arrived exactly once.
- * LOGS frames have no reply (spec §7). What the gateway received but could not store is held
- * (src/server/held-logs.ts) and stored once the broker is back; records still in the socket,
- * unread, when the gateway closed the connection at the cut cannot be retried by anyone: the
- * test counts them (printed as a comment) and checks that nothing arrived twice.
+ * every log record written after the device lost its connection arrived exactly once. LOGS
+ * frames have no reply (spec §7): the gateway holds what it received but could not store
+ * (src/server/held-logs.ts), and when its broker goes it ends each connection and reads what the
+ * device already sent before closing it. A record written at the very moment of the cut can
+ * still be lost (rarely: counted in a comment, not asserted).
  */
 import t from 'tap';
 import { NgttDevice } from '../../../src/device/ngtt-device.js';
@@ -157,7 +157,7 @@ if (typeof broker === 'string') {
     await waitFor(async () => (await count('SELECT count(*) AS n FROM data')) >= values, 'every value to reach PostgreSQL', 30_000, 100);
     await waitFor(() => executed.length >= 10, 'the ten orders to be executed', 30_000);
     await waitFor(async () => (await count(`SELECT count(*) AS n FROM orders WHERE state = 'confirmed'`)) === 10, 'the ten orders to be confirmed', 30_000, 100);
-    await waitFor(async () => (await count(`SELECT count(*) AS n FROM logs WHERE message = $1`, [`log ${logs}`])) === 1, 'the last log record to arrive', 30_000, 100);
+    await waitFor(async () => (await count('SELECT count(*) AS n FROM logs')) >= logs, 'every log record to arrive', 30_000, 100).catch(() => {}); // the assertion below names the missing
     await device.close({ timeoutMs: 5_000 });
 
     t.equal(await count('SELECT count(*) AS n FROM data'), values, `${values} values pushed, ${values} stored`);
@@ -174,6 +174,8 @@ if (typeof broker === 'string') {
       [],
       `every log record written while the device was refused or after (from #${since} of ${logs}) arrived`,
     );
-    t.comment(`log records written before the cut and never read by the gateway, which closed the connection at the cut (LOGS has no reply): ${missing.length} (${missing.join(', ')})`);
+    // Still open (see docs/postgres.md): a record or two written at the very moment of the cut can
+    // be lost on the way (2 of 1 405 once in 10 runs); counted here, not asserted.
+    t.comment(`log records written at the cut and lost: ${missing.length} (${missing.join(', ')})`);
   });
 }
