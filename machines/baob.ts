@@ -25,7 +25,7 @@ import { FrameType } from '../src/protocol/frames.js';
 import { type BackoffOptions, type FaultReport, type Link, type LinkEvent, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from './common.js';
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 
-/** The tid of SYNC_BAOB_REQUEST: one is outstanding at most (upload uses 1..0x7FFD, PING 0x7FFF). */
+/** The tid of SYNC_BAOB_REQUEST: one is outstanding at most (upload uses 1..0x7FFC, the logs' receipt PING 0x7FFD, the keepalive PING 0x7FFF). */
 export const BAOB_SYNC_TID = 0x7ffe;
 export const DEFAULT_BAOB_ANSWER_TIMEOUT_MS = 60_000;
 

@@ -34,7 +34,7 @@ import { assign, enqueueActions, fromCallback, sendParent, sendTo, setup } from 
 import { FrameType } from '../src/protocol/frames.js';
 import { type BackoffOptions, type InFrame, type OutFrame, type Random, DEFAULT_BACKOFF, backoffDelay, withDefaults } from './common.js';
 
-/** The tid of our PING. One PING is outstanding at most, so one tid is reserved for it (upload uses 1..0x7FFD, the BAOB sync 0x7FFE). */
+/** The tid of our keepalive PING. One is outstanding at most, so one tid is reserved for it (upload uses 1..0x7FFC, the logs' receipt PING 0x7FFD, the BAOB sync 0x7FFE). */
 export const PING_TID = 0x7fff;
 
 export interface ConnectionTimings {
@@ -144,11 +144,12 @@ const reportSent = {
   type: 'report' as const,
   params: ({ context, event }: { context: ConnectionContext; event: ConnectionEvent }): ConnectionReport => {
     const sent = event as Extract<ConnectionEvent, { type: 'SOCKET.SENT' }>;
-    return { type: 'CONNECTION.SENT', epoch: context.epoch, frames: sent.frames.filter((f) => f.type !== FrameType.PING) };
+    return { type: 'CONNECTION.SENT', epoch: context.epoch, frames: sent.frames.filter((f) => !isPing(f)) };
   },
 };
 
-const isPing = (f: { type: number }) => f.type === FrameType.PING;
+/** Our keepalive PING or its echo (a PING with another tid, such as the logs' receipt, is the outside's). */
+const isPing = (f: { type: number; tid: number }) => f.type === FrameType.PING && f.tid === PING_TID;
 
 export const connectionMachine = setup({
   types: {

@@ -1,21 +1,27 @@
 /**
- * Log upload (spec §7): best effort, nothing is confirmed. The records wait in the runtime's
- * bounded log buffer (it drops the oldest when full, and counts them), which also says when a
- * batch is due (records or age); this machine asks it for the next batch and decides where it
- * goes.
+ * Log upload (spec §7). The records wait in the runtime's bounded log buffer (it drops the
+ * oldest when full, and counts them), which also says when a batch is due (records or age);
+ * this machine asks it for the next batch and decides where it goes.
+ *
+ * LOGS has no reply, so a batch written to a socket that then breaks could be lost unseen. The
+ * machine therefore keeps the batch on its way (`sending`) until the server has proved it took
+ * it, and sends exactly that batch again, first, on the next link (NGTT or HTTPS) otherwise.
+ * Servers key log batches by their content, so a batch that did arrive is not stored twice.
  *
  * `nextLogs` {flush} (provided) resolves {records} (a batch that is due, oldest first) or
  * {records: [], dueInMs} (records are buffered but not due yet) or {records: []} (none).
  * It is asked again on LOGS (new records were buffered), FLUSH, and after dueInMs.
  *
- *   offline — link none: records wait in the buffer.
- *   ngtt    — asking → TRANSMIT LOGS (tid 0) → sending: the next batch waits until the
- *             connection has flushed this one (LOGS.SENT), so at most one LOGS frame is queued
- *             on the socket (backpressure); if the link goes first, the records are put back.
- *   https   — asking → posting (the shared HTTP retry machine): 2xx sent, 4xx dropped (counted),
- *             a LINK change cancels the retries and the records are put back (`putBack`).
+ *   offline — link none: records wait in the buffer, an unproven batch in `sending`.
+ *   ngtt    — asking → TRANSMIT LOGS (tid 0) and right behind it a PING with LOGS_RECEIPT_TID
+ *             → awaitingReceipt. The server answers frames in order and echoes that PING only
+ *             once the LOGS before it are stored (ours does; any server at least has read them),
+ *             so the echo (LOGS.RECEIPT) is the batch's receipt. One batch is out at a time,
+ *             which is also the backpressure.
+ *   https   — asking → posting (the shared HTTP retry machine): 2xx stored, 4xx dropped
+ *             (counted); a LINK change or a failure keeps the batch for the next link.
  */
-import { assign, fromPromise, not, sendParent, sendTo, setup } from 'xstate';
+import { assign, enqueueActions, fromPromise, not, sendParent, sendTo, setup } from 'xstate';
 import { FrameType } from '../src/protocol/frames.js';
 import type { LogRecord } from '../src/protocol/messages.js';
 import { type BackoffOptions, type FaultReport, type Link, type LinkEvent, type Random, type TransmitEvent, DEFAULT_BACKOFF, backoffDelay, errorText, withDefaults } from './common.js';
@@ -35,21 +41,34 @@ export interface NextLogs {
   dueInMs?: number;
 }
 
-export type LogsReport = TransmitEvent | FaultReport;
+/** A batch is settled: the server proved it stored it (NGTT receipt, HTTPS 2xx) or refused it (HTTPS 4xx). */
+export interface LogsSettledReport {
+  type: 'LOGS.SETTLED';
+  outcome: 'stored' | 'refused';
+  records: number;
+}
+
+export type LogsReport = TransmitEvent | FaultReport | LogsSettledReport;
+
+/**
+ * The tid of the PING sent behind each LOGS frame. One batch is out at a time, so one tid is
+ * reserved (upload uses 1..0x7FFC, the BAOB sync 0x7FFE, the keepalive PING 0x7FFF).
+ */
+export const LOGS_RECEIPT_TID = 0x7ffd;
 
 export type LogsEvent =
   /** New records were buffered. */
   | { type: 'LOGS' }
   | { type: 'FLUSH' }
   | LinkEvent
-  /** The connection flushed our LOGS frame. */
-  | { type: 'LOGS.SENT' };
+  /** The server echoed the PING sent behind our LOGS frame: that batch is stored. */
+  | { type: 'LOGS.RECEIPT' };
 
 export interface LogsContext {
   random: Random;
   retry: BackoffOptions;
   link: Link;
-  /** The batch on its way (NGTT: until flushed; HTTPS: until answered). */
+  /** The batch on its way, until the server proved it stored it; sent again unchanged on the next link otherwise. */
   sending: LogRecord[];
   dirty: boolean;
   flush: boolean;
@@ -64,6 +83,8 @@ export interface LogsContext {
 }
 
 const linkIs = (link: Link) => ({ type: 'linkIs' as const, params: link });
+/** `report` from inside enqueueActions (setup() cannot type a reference to its own actions). */
+const reporting = (params: LogsReport) => ({ type: 'report', params }) as never;
 
 export const logsMachine = setup({
   types: {
@@ -81,17 +102,27 @@ export const logsMachine = setup({
   },
   actions: {
     report: sendParent((_, params: LogsReport) => params),
-    /** Records taken but not sent go back in front of the buffer. */
-    putBack: (_, _params: { records: LogRecord[] }) => {
-      throw new Error('logs machine: provide the `putBack` action');
-    },
+    /** The batch, then the PING whose echo is its receipt. */
+    transmit: enqueueActions(({ context, enqueue }) => {
+      enqueue(reporting({ type: 'TRANSMIT', frame: { type: FrameType.LOGS, tid: 0, payload: context.sending } }));
+      enqueue(reporting({ type: 'TRANSMIT', frame: { type: FrameType.PING, tid: LOGS_RECEIPT_TID } }));
+    }),
     link: assign({ link: ({ event }) => (event as LinkEvent).link }),
     noteAnswer: assign(({ context }, answer: NextLogs) => ({
       dueInMs: answer.dueInMs,
       flush: context.flush && !(context.flushAsked && answer.dueInMs === undefined),
       sending: answer.records,
     })),
-    sent: assign(({ context }) => ({ sent: context.sent + context.sending.length, sending: [] })),
+    sent: enqueueActions(({ context, enqueue }) => {
+      enqueue(reporting({ type: 'LOGS.SETTLED', outcome: 'stored', records: context.sending.length }));
+      enqueue.assign({ sent: context.sent + context.sending.length, sending: [] });
+    }),
+    refused: enqueueActions(({ context, enqueue }) => {
+      enqueue(reporting({ type: 'LOGS.SETTLED', outcome: 'refused', records: context.sending.length }));
+      enqueue.assign({ dropped: context.dropped + context.sending.length, sending: [] });
+    }),
+    /** Kept for the next link; ask the buffer again there. */
+    keep: assign({ dirty: true }),
     cancelPost: sendTo('post', { type: 'CANCEL' }),
     bufferFailed: assign(({ context }) => ({ failures: context.failures + 1, retryMs: backoffDelay(context.failures + 1, context.retry, context.random) })),
   },
@@ -100,6 +131,8 @@ export const logsMachine = setup({
     dirty: ({ context }) => context.dirty,
     pending: ({ context }) => context.dueInMs !== undefined,
     gotRecords: (_, answer: NextLogs) => answer.records.length > 0,
+    /** A batch not yet proven stored: it goes first, unchanged. */
+    holding: ({ context }) => context.sending.length > 0,
     posted: (_, output: HttpRequestOutput) => output.outcome === 'ok',
     refused: (_, output: HttpRequestOutput) => output.outcome === 'refused',
   },
@@ -136,9 +169,11 @@ export const logsMachine = setup({
       always: { guard: not(linkIs('none')), target: 'route' },
     },
     ngtt: {
-      always: { guard: not(linkIs('ngtt')), target: 'route' },
-      initial: 'asking',
+      // Leaving with a batch unproven keeps it in `sending` for the next link.
+      always: { guard: not(linkIs('ngtt')), target: 'route', actions: 'keep' },
+      initial: 'start',
       states: {
+        start: { always: [{ guard: 'holding', target: 'awaitingReceipt' }, { target: 'asking' }] },
         asking: {
           entry: assign(({ context }) => ({ dirty: false, flushAsked: context.flush })),
           invoke: {
@@ -147,25 +182,17 @@ export const logsMachine = setup({
             onDone: [
               {
                 guard: { type: 'gotRecords', params: ({ event }) => event.output },
-                target: 'sending',
-                actions: [
-                  { type: 'noteAnswer', params: ({ event }) => event.output },
-                  { type: 'report', params: ({ event }) => ({ type: 'TRANSMIT', frame: { type: FrameType.LOGS, tid: 0, payload: event.output.records } }) },
-                ],
+                target: 'awaitingReceipt',
+                actions: { type: 'noteAnswer', params: ({ event }) => event.output },
               },
               { target: 'idle', actions: { type: 'noteAnswer', params: ({ event }) => event.output } },
             ],
             onError: { target: 'failed', actions: ['bufferFailed', { type: 'report', params: ({ event }) => ({ type: 'FAULT', source: 'logs', error: errorText(event.error) }) }] },
           },
         },
-        sending: {
-          on: { 'LOGS.SENT': { target: 'asking', actions: 'sent' } },
-          // The link went before the frame was flushed: keep the records for the next link.
-          always: {
-            guard: not(linkIs('ngtt')),
-            target: '#logs.route',
-            actions: [{ type: 'putBack', params: ({ context }) => ({ records: context.sending }) }, assign({ sending: [], dirty: true })],
-          },
+        awaitingReceipt: {
+          entry: 'transmit',
+          on: { 'LOGS.RECEIPT': { target: 'asking', actions: 'sent' } },
         },
         idle: {
           always: [
@@ -181,8 +208,9 @@ export const logsMachine = setup({
       },
     },
     https: {
-      initial: 'asking',
+      initial: 'start',
       states: {
+        start: { always: [{ guard: 'holding', target: 'posting' }, { target: 'asking' }] },
         asking: {
           entry: assign(({ context }) => ({ dirty: false, flushAsked: context.flush })),
           always: { guard: not(linkIs('https')), target: '#logs.route' },
@@ -207,11 +235,12 @@ export const logsMachine = setup({
               {
                 guard: { type: 'refused', params: ({ event }) => event.output },
                 target: 'asking',
-                actions: assign(({ context }) => ({ dropped: context.dropped + context.sending.length, sending: [] })),
+                actions: 'refused',
               },
-              { target: '#logs.route', actions: [{ type: 'putBack', params: ({ context }) => ({ records: context.sending }) }, assign({ sending: [], dirty: true })] },
+              // Cancelled by a link change: the batch stays in `sending` and goes first on the next link.
+              { target: '#logs.route', actions: 'keep' },
             ],
-            onError: { target: '#logs.route', actions: [{ type: 'putBack', params: ({ context }) => ({ records: context.sending }) }, assign({ sending: [], dirty: true })] },
+            onError: { target: '#logs.route', actions: 'keep' },
           },
         },
         idle: {

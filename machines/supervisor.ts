@@ -30,14 +30,14 @@
  * Routing of what the children report:
  *   CONNECTION.STATE → up/down bookkeeping (and emitted); CONNECTION.FRAMES: an ORDER → a new
  *     order actor, or REDELIVERED to the one already running that id; DATA_STREAM_CONFIRM/REJECT
- *     → upload (BATCH.ANSWERED, together); any other frame is emitted as FRAME;
- *     CONNECTION.SENT with a LOGS frame → logs.
+ *     → upload (BATCH.ANSWERED, together); the echo of the logs' receipt PING → logs
+ *     (LOGS.RECEIPT); any other frame is emitted as FRAME.
  *   TRANSMIT (upload, logs) → SEND on the connection while it is up (else dropped: upload
  *     resends, logs are best effort).
  *   ORDER.DONE → ORDER_CONFIRM / ORDER_REJECT {reason} with the order's tid, only on the
  *     connection it came in on (same epoch) and only if that is still up; the actor is stopped.
  *   SYNC_BAOB_RESPONSE → baob (BAOB.ANSWER); TRANSMIT from baob as from upload.
- *   BATCH.SETTLED, BAOB.SYNCED, ORDER.EXECUTING, FAULT, RECOVERED → emitted.
+ *   BATCH.SETTLED, LOGS.SETTLED, BAOB.SYNCED, ORDER.EXECUTING, FAULT, RECOVERED → emitted.
  *
  * Emitted for the runtime (actor.on): SupervisorEmitted below. The runtime learns everything
  * from these; it never reads state names.
@@ -55,7 +55,7 @@ import { type BackoffOptions, type FaultReport, type InFrame, type Link, type Ra
 import { type ConnectionInput, type ConnectionReport, type ConnectionState, connectionMachine } from './connection.js';
 import { type BaobReport, type BaobSyncSummary, baobMachine } from './baob.js';
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
-import { type LogsReport, logsMachine } from './logs.js';
+import { type LogsReport, type LogsSettledReport, LOGS_RECEIPT_TID, logsMachine } from './logs.js';
 import { type OrderDoneReport, type OrderReport, orderIdOf, orderMachine } from './order.js';
 import { type SettledBatch, type UploadInput, type UploadReport, answersOf, uploadMachine } from './upload.js';
 
@@ -151,6 +151,7 @@ export type SupervisorEmitted =
   | { type: 'ORDER.EXECUTING'; key: string; id?: string }
   | OrderDoneReport
   | ({ type: 'BATCH.SETTLED' } & SettledBatch)
+  | LogsSettledReport
   | { type: 'CONFIG'; config: DeviceConfig }
   | { type: 'CONFIG.REFUSED'; status: number }
   | { type: 'DECLARED'; seq: number }
@@ -242,7 +243,7 @@ export const supervisorMachine = setup({
     toUpload: enqueueActions(({ enqueue, check }, event: { type: 'DATA' } | { type: 'FLUSH' }) => {
       if (check(running.upload)) enqueue.sendTo('upload', event);
     }),
-    toLogs: enqueueActions(({ enqueue, check }, event: { type: 'LOGS' } | { type: 'FLUSH' } | { type: 'LOGS.SENT' }) => {
+    toLogs: enqueueActions(({ enqueue, check }, event: { type: 'LOGS' } | { type: 'FLUSH' }) => {
       if (check(running.logs)) enqueue.sendTo('logs', event);
     }),
     /** Bookkeeping of the connection's state; the runtime hears of it too. */
@@ -271,6 +272,8 @@ export const supervisorMachine = setup({
           enqueue.spawnChild('order', { id: key, input: { key, via: 'ngtt', tid: frame.tid, epoch: report.epoch, payload: frame.payload } });
           orders = [...orders, { key, id, via: 'ngtt', tid: frame.tid, epoch: report.epoch }];
           enqueue.emit({ type: 'ORDER.RECEIVED', key, id, via: 'ngtt' });
+        } else if (frame.type === FrameType.PING && frame.tid === LOGS_RECEIPT_TID) {
+          if (check(running.logs)) enqueue.sendTo('logs', { type: 'LOGS.RECEIPT' });
         } else if (frame.type === FrameType.SYNC_BAOB_RESPONSE) {
           if (check(running.baob)) enqueue.sendTo('baob', { type: 'BAOB.ANSWER', tid: frame.tid, payload: frame.payload });
         } else if (frame.type !== FrameType.DATA_STREAM_CONFIRM && frame.type !== FrameType.DATA_STREAM_REJECT) {
@@ -349,7 +352,6 @@ export const supervisorMachine = setup({
     ngttEnabled: ({ context }) => context.ngttEnabled,
     ngttUp: ({ context }) => context.ngttUp,
     declarationsPending: ({ context }) => context.pendingDeclarations !== undefined,
-    hasLogs: (_, frames: { type: number }[]) => frames.some((f) => f.type === FrameType.LOGS),
     ok: (_, output: HttpRequestOutput) => output.outcome === 'ok',
     refused: (_, output: HttpRequestOutput) => output.outcome === 'refused',
   },
@@ -386,7 +388,6 @@ export const supervisorMachine = setup({
   on: {
     'CONNECTION.STATE': { actions: { type: 'connectionState', params: ({ event }) => event } },
     'CONNECTION.FRAMES': { actions: { type: 'routeFrames', params: ({ event }) => event } },
-    'CONNECTION.SENT': { guard: { type: 'hasLogs', params: ({ event }) => event.frames }, actions: { type: 'toLogs', params: { type: 'LOGS.SENT' } } },
     TRANSMIT: {
       guard: 'ngttUp',
       actions: enqueueActions(({ enqueue, check, event }) => {
@@ -396,6 +397,7 @@ export const supervisorMachine = setup({
     'ORDER.EXECUTING': { actions: emit(({ event }) => event) },
     'ORDER.DONE': { actions: { type: 'orderDone', params: ({ event }) => event } },
     'BATCH.SETTLED': { actions: emit(({ event }) => event) },
+    'LOGS.SETTLED': { actions: emit(({ event }) => event) },
     'BAOB.SYNCED': { actions: emit(({ event }) => event) },
     'BAOB.SYNC': {
       actions: enqueueActions(({ enqueue, check, event }) => {

@@ -28,7 +28,7 @@
  *   ones from the spool and sets refused ones aside, reported as BATCH.SETTLED. If the spool
  *   fails: `faulted` (tag; FAULT reported) retries with backoff until it works (RECOVERED).
  *
- * Tids are per connection, 1..0x7FFD (0x7FFE is the BAOB sync's, 0x7FFF the connection's PING). Reports go out with the
+ * Tids are per connection, 1..0x7FFC (0x7FFD is the logs' receipt PING's, 0x7FFE the BAOB sync's, 0x7FFF the keepalive PING's). Reports go out with the
  * `report` action (default: sendParent): TRANSMIT, BATCH.SETTLED, FAULT, RECOVERED.
  */
 import { and, assign, enqueueActions, fromPromise, not, sendParent, sendTo, setup } from 'xstate';
@@ -48,7 +48,7 @@ import {
 } from './common.js';
 import { type HttpRequestOutput, httpRequestMachine } from './http.js';
 
-export const MAX_DATA_TID = 0x7ffd;
+export const MAX_DATA_TID = 0x7ffc;
 
 export interface UploadOptions {
   /** DATA_STREAM frames unanswered at once over NGTT. */

@@ -1,11 +1,11 @@
 /**
- * Ships the device's own pino logs as LOGS records (spec §7). Logs are best effort: a bounded
- * buffer drops the oldest record when full and counts it; adding never blocks or throws, and
+ * Ships the device's own pino logs as LOGS records (spec §7). A bounded buffer drops the
+ * oldest record when full and counts it; adding never blocks or throws, and
  * the shipper never logs about its own trouble (that would feed itself in a loop).
  *
  * It is the one buffer of the device's logs and says when a batch is due (`next`: at
  * maxBatchRecords records, or maxBatchAgeMs after the oldest); the logs machine asks it, and
- * puts back what it could not send.
+ * keeps the batch it took until the server proves it stored it.
  *
  *   const shipper = new LogShipper({ service: 'boiler' });
  *   const logger = pino({}, pino.multistream([{ stream: process.stdout }, { stream: shipper.stream }]));
@@ -191,23 +191,6 @@ export class LogShipper {
     }
     this.count -= n;
     return out;
-  }
-
-  /**
-   * Puts records that could not be sent back in front, oldest first. Newer records keep
-   * priority for the room: what does not fit is dropped (and counted) from the oldest end.
-   */
-  putBack(records: LogRecord[]): void {
-    const room = this.capacity - this.count;
-    const kept = records.length > room ? records.slice(records.length - room) : records;
-    this.dropped += records.length - kept.length;
-    // They have waited already: due as soon as there is a link.
-    if (kept.length) this.oldestAt = this.now() - this.maxBatchAgeMs;
-    for (let i = kept.length - 1; i >= 0; i--) {
-      this.head = (this.head - 1 + this.capacity) % this.capacity;
-      this.ring[this.head] = kept[i];
-      this.count++;
-    }
   }
 
   private enqueue(record: LogRecord): void {

@@ -3,7 +3,8 @@
  * only the connection object, like the original package's). It runs the same machines as
  * NgttDevice — the connection machine and socket actor (keepalive, reconnect with backoff),
  * the upload machine (pipelined DATA_STREAMs within a window, resent after a reconnect) and the
- * logs machine (one LOGS frame queued at a time) — over an in-memory queue instead of the spool.
+ * logs machine (one LOGS batch out at a time, kept until its receipt) — over an in-memory queue
+ * instead of the spool.
  * Nothing is durable here: that is NgttDevice's job.
  *
  *   const c = await NgttConnection.connect({ host, port, ca, cert, key });
@@ -18,7 +19,7 @@ import { EventEmitter } from 'node:events';
 import { type Actor, createActor, fromPromise } from 'xstate';
 import { type BackoffOptions, type InFrame, type OutFrame, errorText } from '../../machines/common.js';
 import { type ConnectionReport, type ConnectionState, connectionMachine } from '../../machines/connection.js';
-import { type LogsReport, type NextLogs, logsMachine } from '../../machines/logs.js';
+import { type LogsReport, type NextLogs, LOGS_RECEIPT_TID, logsMachine } from '../../machines/logs.js';
 import { type NextBatches, type NextBatchesInput, type SettledBatch, type BatchSettlement, type UploadReport, answersOf, uploadMachine } from '../../machines/upload.js';
 import { encode } from '../minijson/index.js';
 import { FrameType, parseSections, type LogRecord, type ParsedSections, type PathpointSeries } from '../protocol/index.js';
@@ -171,7 +172,7 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     this.logs = createActor(
       logsMachine.provide({
         actors: { nextLogs: fromPromise<NextLogs, { flush: boolean }>(async ({ input }) => this.logBuffer.next(input)) },
-        actions: { report, putBack: (_, { records }) => this.logBuffer.putBack(records) },
+        actions: { report },
       }),
       { input: { random: options.random ?? Math.random } },
     );
@@ -243,7 +244,11 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
     return done;
   }
 
-  /** Best effort (spec §7): false when not connected (the records are not kept). At most one LOGS frame waits on the socket; more records wait in a bounded buffer. */
+  /**
+   * False when not connected (the records are not kept). One batch is out at a time and kept
+   * until the server's receipt (sent again after a reconnect otherwise); more records wait in a
+   * bounded buffer that drops its oldest when full.
+   */
   streamLogs(records: LogRecord[]): boolean {
     if (!this.connected) return false;
     this.logBuffer.push(records);
@@ -274,13 +279,13 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
         case 'CONNECTION.FRAMES':
           return this.frames(report.epoch, report.frames);
         case 'CONNECTION.SENT':
-          if (report.frames.some((f) => f.type === FrameType.LOGS)) this.logs.send({ type: 'LOGS.SENT' });
           return;
         case 'TRANSMIT':
           return this.send(report.frame);
         case 'FAULT':
           return this.fault(report.source.startsWith('logs') ? 'logs' : 'upload', report.error, new Error(report.error));
         case 'BATCH.SETTLED':
+        case 'LOGS.SETTLED':
         case 'RECOVERED':
           return;
       }
@@ -320,7 +325,10 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
   private frames(epoch: number, frames: InFrame[]): void {
     const answers = answersOf(frames);
     if (answers.length) this.upload.send({ type: 'BATCH.ANSWERED', answers });
-    for (const frame of frames) if (frame.type === FrameType.ORDER) queueMicrotask(() => this.order(epoch, frame.tid, frame.payload));
+    for (const frame of frames) {
+      if (frame.type === FrameType.ORDER) queueMicrotask(() => this.order(epoch, frame.tid, frame.payload));
+      else if (frame.type === FrameType.PING && frame.tid === LOGS_RECEIPT_TID) this.logs.send({ type: 'LOGS.RECEIPT' });
+    }
   }
 
   /** An answer goes only on the connection the order came in on, while it is up. */

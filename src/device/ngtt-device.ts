@@ -187,6 +187,12 @@ export interface DeviceStatus {
   orders: { received: number; executing: number; acked: number; rejected: number };
   /** pushed/confirmed/rejected since start(); pending: in the spool now (in a batch or not). */
   values: { pushed: number; confirmed: number; pending: number; rejected: number };
+  /**
+   * The device's own log records since start(): stored (the server proved it stored them),
+   * refused by the server (HTTPS 4xx), dropped because the bounded buffer was full; and
+   * buffered now (waiting, including the batch on its way until its receipt).
+   */
+  logs: { stored: number; refused: number; dropped: number; buffered: number };
   /** Payload bytes since start(): NGTT frames (with their 8-byte headers) and HTTPS bodies; not TLS or HTTP headers. */
   bytesSent: number;
   bytesReceived: number;
@@ -253,6 +259,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   private readonly orderCounts = { received: 0, acked: 0, rejected: 0 };
   private readonly executing = new Set<string>();
   private readonly valueCounts = { pushed: 0, confirmed: 0, rejected: 0 };
+  private readonly logCounts = { stored: 0, refused: 0 };
   private readonly faultCounts: { count: number; last?: DeviceStatus['faults']['last'] } = { count: 0 };
   private readonly activeFaults = new Set<FaultSource>();
   private connection: ConnectionStateName;
@@ -395,9 +402,10 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
 
   /**
    * A pino logger whose records are shipped to the server as device logs (spec §7) and also
-   * written to `alsoTo` (default stdout; null: shipped only). Shipping is best effort: a bounded
-   * buffer that never blocks and drops the oldest records when full. Records logged before
-   * start() wait for it; those logged before close() are sent by it.
+   * written to `alsoTo` (default stdout; null: shipped only). Records wait in a bounded buffer
+   * that never blocks and drops the oldest when full; a batch is kept until the server proves it
+   * stored it (machines/logs.ts). Records logged before start() wait for it; those logged
+   * before close() are sent by it.
    *
    *   const log = device.logger({ level: 'debug' });   log.info('burner on');
    */
@@ -425,6 +433,7 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
       transport: this.transport,
       orders: { ...this.orderCounts, executing: this.executing.size },
       values: { ...this.valueCounts, pending: spool ? spool.pendingValues + spool.batchedValues : 0 },
+      logs: { ...this.logCounts, dropped: this.shipper.dropped, buffered: this.shipper.size + this.logsOnTheirWay() },
       bytesSent: this.counters.bytesSent,
       bytesReceived: this.counters.bytesReceived,
       faults: { count: this.faultCounts.count, active: [...this.activeFaults], last: this.faultCounts.last },
@@ -432,8 +441,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
   }
 
   /**
-   * Flushes, waits (up to timeoutMs) for the spool to be confirmed and running orders to
-   * finish, closes NGTT, stops the machines and closes the database. What is left unconfirmed
+   * Flushes, waits (up to timeoutMs) for the spool to be confirmed, the buffered log records to
+   * be stored and running orders to finish, closes NGTT, stops the machines and closes the database. What is left unconfirmed
    * stays in the spool for the next start; an order cut short is aborted (its handler's signal)
    * and redelivered by the server. Pending push() and getConfiguration() calls are rejected.
    */
@@ -473,7 +482,6 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
         upload: uploadMachine.provide({ actors: { ...uploadIo(spool), postBatch: http.postBatch } }),
         logs: logsMachine.provide({
           actors: { nextLogs: this.nextLogs(), postLogs: http.postLogs },
-          actions: { putBack: (_, { records }) => this.shipper.putBack(records) },
         }),
         order: orderMachine.provide({ actors: orderIo(this.executed!, executor) }),
         baob: baobMachine.provide({
@@ -539,6 +547,12 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     }, delay);
   }
 
+  /** Records of the batch the logs machine holds until the server proves it stored it. */
+  private logsOnTheirWay(): number {
+    const logs = this.actor?.getSnapshot().children.logs?.getSnapshot() as { context?: { sending?: unknown[] } } | undefined;
+    return logs?.context?.sending?.length ?? 0;
+  }
+
   /** Everything the runtime knows of the machines comes through here. */
   private handle(e: SupervisorEmitted): void {
     switch (e.type) {
@@ -563,6 +577,9 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
           this.valueCounts.rejected += e.values;
           this.fault('upload', `batch ${e.id} (${e.values} values) refused by the server: ${e.reason ?? 'rejected'}; kept aside in the spool`);
         }
+        return;
+      case 'LOGS.SETTLED':
+        this.logCounts[e.outcome] += e.records;
         return;
       case 'CONFIG':
         this.config = e.config;
@@ -795,7 +812,10 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
     const spool = this.spool!;
     this.actor?.send({ type: 'FLUSH' });
     // Nothing to wait for without a link: the spool keeps the values for the next start.
-    await this.until(() => this.executing.size === 0 && (this.transport === 'none' || spool.pendingValues + spool.batchedValues === 0), deadline);
+    await this.until(
+      () => this.executing.size === 0 && (this.transport === 'none' || (spool.pendingValues + spool.batchedValues === 0 && this.shipper.size + this.logsOnTheirWay() === 0)),
+      deadline,
+    );
     this.actor?.send({ type: 'STOP' });
     await this.until(() => this.connection === 'closed' || this.connection === 'disabled' || !this.actor, Math.min(deadline, Date.now() + 5_000));
     this.stopped = true;

@@ -83,7 +83,7 @@ export async function startLiveView(options: LiveViewOptions = {}): Promise<Live
   const fleet = () =>
     [...devices.values()].map((d) => {
       const s = d.status();
-      return { deviceId: s.deviceId, connection: s.connection, transport: s.transport, orders: s.orders, values: s.values, bytesSent: s.bytesSent, bytesReceived: s.bytesReceived, faults: s.faults };
+      return { deviceId: s.deviceId, connection: s.connection, transport: s.transport, orders: s.orders, values: s.values, logs: s.logs, bytesSent: s.bytesSent, bytesReceived: s.bytesReceived, faults: s.faults };
     });
   const snapshot = () => ({ at: Date.now(), adminUrl: options.adminUrl ?? null, mermaid: mermaid !== undefined, charts: actors.chartList(), fleet: fleet(), actors: actors.list(), orders: orders.list(50) });
 

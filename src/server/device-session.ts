@@ -7,7 +7,6 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { decode } from '../minijson/index.js';
 import {
-  encodeFrame,
   encodeValueFrame,
   FrameDecoder,
   FrameType,
@@ -116,8 +115,8 @@ export class DeviceSession implements LiveSession {
 
   /**
    * Closes the connection. With `drainLogsMs`, first reads what the device already sent: LOGS
-   * have no reply (spec §7), so a batch left unread in the socket when it is destroyed is lost
-   * for good. The connection is ended (the device sees it close and keeps everything else for
+   * have no reply (spec §7), so for a client that sends no receipt PING behind them (the
+   * original client) a batch left unread in the socket when it is destroyed is lost for good. The connection is ended (the device sees it close and keeps everything else for
    * its next connection), LOGS read until the device's side closes go to the held logs, other
    * frames are ignored (unconfirmed data and orders are sent again), and after `drainLogsMs`
    * the socket is destroyed anyway.
@@ -183,7 +182,8 @@ export class DeviceSession implements LiveSession {
     switch (type) {
       case FrameType.PING:
         this.counters.pings++;
-        this.write(encodeFrame(tid, FrameType.PING));
+        // Echoed after the uploads before it are stored: the echo is also a receipt for LOGS.
+        this.uploads.ping(tid);
         return;
       case FrameType.FETCH_ORDERS:
         this.dispatcher!.fetch();

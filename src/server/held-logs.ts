@@ -1,7 +1,9 @@
 /**
  * Log batches a gateway received but could not store (issue #16). LOGS frames have no reply
- * (spec §7): a device forgets a batch once it is written to the socket, so a batch whose ingest
- * failed, or that was still queued when its session closed, has no other copy. It is held here,
+ * (spec §7). Our device keeps a batch until the echo of the PING it sends behind it
+ * (upload-pipeline.ts), but a client that sends none (the original Python client) forgets a
+ * batch once it is written to the socket, so a batch whose ingest failed, or that was still
+ * queued when its session closed, may have no other copy. It is held here,
  * in memory and bounded, and stored again once the store is available. A retry cannot store a
  * batch twice: stores key a log batch by its content (PostgreSQL: unique digest per device;
  * RabbitMQ: message id from the same bytes), so a batch that did reach the store before the

@@ -66,7 +66,7 @@ export class NgttListener {
     this.stopWatching = o.store.onAvailabilityChange?.((available, reason) => {
       if (available) return o.logger.info('store available again: accepting devices');
       o.logger.warn({ reason }, 'store unavailable: closing device connections and refusing new ones');
-      // Read what each device already sent before closing: unread LOGS would be lost (no reply).
+      // Read what each device already sent before closing: unread LOGS of a client that sends no receipt PING would be lost.
       for (const session of o.registry.sessions()) void session.close('store unavailable', { drainLogsMs: 2_000 }).catch(() => {});
     });
   }

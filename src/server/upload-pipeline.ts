@@ -6,8 +6,11 @@
  * That is what makes many DATA_STREAMs in flight pay off. A CONFIRM is only sent after the
  * store has resolved (durable). When too much waits, reading from the socket pauses, so a fast
  * device is slowed by TCP rather than by the server's memory.
- * Log batches that were received but not stored (the store failed, or the session closed
- * first) go to HeldLogs: LOGS has no reply, so the device cannot send them again.
+ * LOGS has no reply, so a PING is answered in the same order: its echo goes out only after
+ * every DATA_STREAM and LOGS received before it is stored. Our device sends a PING behind each
+ * LOGS frame and keeps the batch until the echo (machines/logs.ts); a device that does not (the
+ * original client) is covered by HeldLogs: batches received but not stored (the store failed,
+ * or the session closed first) are held there and stored later.
  */
 import { encodeFrame, encodeValueFrame, FrameType, NO_REPLY_TID, type LogRecord, type PathpointSeries } from '../protocol/index.js';
 import type { DeviceCounters } from './device-registry.js';
@@ -17,7 +20,8 @@ import type { DataBatch, Store } from './store/index.js';
 type Entry =
   | { kind: 'data'; tid: number; batch: DataBatch; bytes: number }
   | { kind: 'reject'; tid: number; reason: string; bytes: number }
-  | { kind: 'logs'; records: LogRecord[]; bytes: number };
+  | { kind: 'logs'; records: LogRecord[]; bytes: number }
+  | { kind: 'ping'; tid: number; bytes: number };
 
 export interface UploadPipelineOptions {
   deviceId: string;
@@ -58,6 +62,13 @@ export class UploadPipeline {
 
   logs(records: LogRecord[], bytes: number): void {
     this.push({ kind: 'logs', records, bytes });
+  }
+
+  /** A PING: echoed at once when nothing is waiting to be stored, else after what came before it. */
+  ping(tid: number): void {
+    if (this.stopped) return; // the store failed: no echo, the device keeps its logs
+    if (!this.running && this.queue.length === 0) return this.o.write([encodeFrame(tid, FrameType.PING)]);
+    this.push({ kind: 'ping', tid, bytes: 0 });
   }
 
   stop(): void {
@@ -122,6 +133,8 @@ export class UploadPipeline {
     for (const e of batch) {
       if (e.kind === 'logs') {
         c.logRecords += e.records.length;
+      } else if (e.kind === 'ping') {
+        out.push(encodeFrame(e.tid, FrameType.PING));
       } else if (e.kind === 'data') {
         c.dataBatchesConfirmed++;
         if (e.tid !== NO_REPLY_TID) out.push(encodeFrame(e.tid, FrameType.DATA_STREAM_CONFIRM));

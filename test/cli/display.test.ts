@@ -10,6 +10,7 @@ const device = (deviceId: string, ngttEnabled: boolean): FleetView['devices'][nu
   transport: ngttEnabled ? 'ngtt' : 'https',
   orders: { received: 3, executing: 0, acked: 3, rejected: 0 },
   values: { pushed: 10, confirmed: 8, pending: 2, rejected: 0 },
+  logs: { stored: 5, refused: 0, dropped: 0, buffered: 1 },
   bytesSent: 1234,
   bytesReceived: 99,
   faults: { count: 0, active: [] },

@@ -49,17 +49,6 @@ t.test('bounded buffer drops the oldest and counts; drain takes oldest first', a
   t.same(shipper.drain(), []);
 });
 
-t.test('putBack returns unsent records to the front, dropping the oldest that do not fit', async (t) => {
-  const shipper = new LogShipper({ capacity: 4 });
-  for (let i = 0; i < 3; i++) shipper.add({ level: 30, time: T + i, msg: `m${i}` });
-  const unsent = shipper.drain();
-  shipper.add({ level: 30, time: T + 10, msg: 'n0' });
-  shipper.add({ level: 30, time: T + 11, msg: 'n1' });
-  shipper.putBack(unsent);
-  t.same(shipper.drain().map((r) => r.message), ['m1', 'm2', 'n0', 'n1']);
-  t.equal(shipper.dropped, 1);
-});
-
 t.test('next: a batch is due at maxBatchRecords, or maxBatchAgeMs after the oldest, or on flush', async (t) => {
   let now = T;
   const shipper = new LogShipper({ now: () => now, maxBatchRecords: 3, maxBatchAgeMs: 1000 });
@@ -75,8 +64,6 @@ t.test('next: a batch is due at maxBatchRecords, or maxBatchAgeMs after the olde
   t.same(full.records.map((r) => r.message), ['c', 'd', 'e'], 'full batches at once');
   t.equal(full.dueInMs, 1000, 'the rest waits');
   t.same(shipper.next({ flush: true }).records.map((r) => r.message), ['f']);
-  shipper.putBack(full.records);
-  t.same(shipper.next().records.map((r) => r.message), ['c', 'd', 'e'], 'put back: due at once');
 });
 
 t.test('a pino logger feeds it through its destination stream', async (t) => {

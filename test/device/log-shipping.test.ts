@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
 import { NgttDevice } from '../../src/device/ngtt-device.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
 import { makePki, startTestServer, type TestServer } from '../helpers/server-fixture.js';
 import { until } from '../helpers/wait.js';
 
@@ -19,11 +20,12 @@ const server = await startTestServer(pki, { adminPort: null });
 t.teardown(() => server.close());
 let seq = 0;
 
-async function device(deviceId: string, ngtt = true): Promise<NgttDevice> {
+async function device(deviceId: string, ngtt = true, on: { ngttPort: number; httpsPort: number } = server): Promise<NgttDevice> {
   return new NgttDevice({
     host: '127.0.0.1',
-    ngttPort: server.ngttPort,
-    httpsPort: server.httpsPort,
+    ngttPort: on.ngttPort,
+    httpsPort: on.httpsPort,
+    timings: { backoff: { baseMs: 50, maxMs: 200 } },
     ca: pki.ca.cert,
     ...(await pki.device(deviceId)),
     ngtt,
@@ -101,4 +103,54 @@ t.test('over HTTPS (NGTT off) the same logger ships through PUT /v1/device/devic
   d.logger({}, null).error(new Error('sensor lost'), 'read failed');
   await until(async () => (await received(server, 'dev-https-logs')).reported === 1, 'the record over HTTPS');
   t.match(await server.store.readLogs('dev-https-logs'), [{ message: 'read failed', level: 40, exception_text: /Error: sensor lost/ }]);
+});
+
+t.test('LOGS written to a connection that dies before the server reads them are sent again after the reconnect, once', async (t) => {
+  const proxy = await FaultProxy.start(server.ngttPort);
+  t.teardown(() => proxy.close());
+  const d = await device('dev-cut-logs', true, { ngttPort: proxy.port, httpsPort: server.httpsPort });
+  d.start();
+  t.teardown(() => d.close({ timeoutMs: 2000 }));
+  const log = d.logger({}, null);
+  log.info('before the cut');
+  await until(() => d.status().logs.stored === 1, 'the first record to be stored');
+  // The proxy stops forwarding: what the device writes now reaches its kernel, never the server.
+  proxy.stallAll();
+  const sent = d.status().bytesSent;
+  log.warn('written into the dying connection');
+  await until(() => d.status().bytesSent > sent, 'the LOGS frame to leave the device');
+  t.match(d.status().logs, { stored: 1, buffered: 1 }, 'written, but no receipt: still held');
+  proxy.cutAll();
+  await until(() => d.status().logs.stored === 2, 'the receipt after the reconnect');
+  t.match(d.status().logs, { stored: 2, buffered: 0, dropped: 0, refused: 0 });
+  t.same(
+    (await server.store.readLogs('dev-cut-logs')).map((r) => r.message),
+    ['before the cut', 'written into the dying connection'],
+    'every record stored, once',
+  );
+  t.ok(proxy.stats.connections >= 2, 'it took a second connection');
+});
+
+t.test('a batch the server read but could not store is held by the device and stored once after the reconnect', async (t) => {
+  const own = await startTestServer(pki, { adminPort: null });
+  t.teardown(() => own.close());
+  const ingest = own.store.ingest.bind(own.store);
+  let failures = 0;
+  own.store.ingest = async (deviceId, uploads) => {
+    if (uploads.logs?.length && failures++ === 0) throw new Error('disk full');
+    return ingest(deviceId, uploads);
+  };
+  const d = await device('dev-store-fails', true, own);
+  d.start();
+  t.teardown(() => d.close({ timeoutMs: 2000 }));
+  d.logger({}, null).error('while the disk was full');
+  await until(() => d.status().logs.stored === 1, 'the receipt after the reconnect');
+  t.ok(own.logs.some((l) => /storing uploads failed/.test(String(l.msg))), 'the store did fail');
+  // The gateway also held the batch it read (for clients that send no receipt PING) and stored it once the store was back.
+  await until(() => own.logs.some((l) => l.msg === 'held log batches stored'), 'the gateway to store what it held');
+  t.same(
+    (await own.store.readLogs('dev-store-fails')).map((r) => r.message),
+    ['while the disk was full'],
+    'stored once: the resent batch is known by its content',
+  );
 });

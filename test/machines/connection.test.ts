@@ -131,6 +131,17 @@ t.test('keepalive: an answered PING, and sends, restart the idle clock', async (
   t.equal(c.sent().length, 3, 'next PING 30 s after the echo');
 });
 
+t.test("a PING with another tid (the logs' receipt) is the outside's: forwarded, and not taken for the keepalive's echo", async (t) => {
+  const c = start({ wantOrders: false });
+  c.actor.send({ type: 'CONNECT' });
+  c.last().emit({ type: 'SOCKET.OPEN' });
+  c.clock.increment(30_000);
+  t.same(c.sent(), [`${FrameType.PING}:${PING_TID}`]);
+  c.last().frame({ type: FrameType.PING, tid: 0x7ffd });
+  t.match(c.state(), { session: { authenticated: { sending: 'pingOutstanding' } } }, 'the keepalive still waits for its own echo');
+  t.match(c.reports.at(-1), { type: 'CONNECTION.FRAMES', epoch: 1, frames: [{ type: FrameType.PING, tid: 0x7ffd }] });
+});
+
 t.test('keepalive: sending while a PING is outstanding pushes the dead deadline back', async (t) => {
   const c = start({ wantOrders: false });
   c.actor.send({ type: 'CONNECT' });

@@ -15,6 +15,7 @@ import {
   type SupervisorEmitted,
   type SupervisorInput,
   connectionMachine,
+  LOGS_RECEIPT_TID,
   logsMachine,
   orderMachine,
   retrying,
@@ -71,7 +72,6 @@ function start(input: Partial<SupervisorInput> = {}, faults: Faults = {}) {
           nextLogs: fromPromise<NextLogs, { flush: boolean }>(async ({ input }) => ({ records: input.flush || logBuffer.length >= 10 ? logBuffer.splice(0) : [] })),
           postLogs: retrying(logPuts.logic),
         },
-        actions: { putBack: (_, { records }) => void logBuffer.unshift(...records) },
       }),
       order: orderMachine.provide({
         actors: {
@@ -202,20 +202,24 @@ t.test('NGTT up: orders, data and logs over NGTT; FETCH_ORDERS first', async (t)
   s.actor.send({ type: 'LOGS' });
   s.actor.send({ type: 'FLUSH' });
   await settle();
-  t.same(s.wire(), ['FETCH_ORDERS:0', 'DATA_STREAM:1', 'LOGS:0']);
+  t.same(s.wire(), ['FETCH_ORDERS:0', 'DATA_STREAM:1', `LOGS:0`, `PING:${LOGS_RECEIPT_TID}`], 'the LOGS frame, then the PING whose echo is its receipt');
   const data = s.last().commands[1];
   t.same(payloadOf(data.type === 'SEND' ? data.frame.encoded : undefined), [{ path: 'W1', values: [[1, 1]] }]);
-  t.equal(s.child('logs').context.sent, 1, 'the LOGS frame was reported flushed (CONNECTION.SENT)');
+  t.equal(s.child('logs').context.sent, 0, 'not stored before the receipt');
   s.last().frame({ type: FrameType.DATA_STREAM_CONFIRM, tid: 1 });
+  s.last().frame({ type: FrameType.PING, tid: LOGS_RECEIPT_TID });
   await settle();
   t.same(s.trace, ['spool 1 (1)', 'confirmed 1']);
+  t.equal(s.child('logs').context.sent, 1, 'the echo is the receipt');
+  t.same(s.events('LOGS.SETTLED'), [{ type: 'LOGS.SETTLED', outcome: 'stored', records: 1 }]);
+  t.notOk(s.events('FRAME').length, 'the receipt is not passed on as an unknown frame');
 
   s.last().frame({ type: FrameType.ORDER, tid: 4, payload: order('A') });
   await settle();
   t.equal(s.executes.calls.length, 1);
   s.executes.calls[0].resolve();
   await settle();
-  t.same(s.wire().slice(3), ['ORDER_CONFIRM:4']);
+  t.same(s.wire().slice(4), ['ORDER_CONFIRM:4']);
 
   s.last().frame({ type: FrameType.ORDER, tid: 5, payload: order('B') });
   await settle();

@@ -103,3 +103,55 @@ t.test('LOGS stored without reply; malformed LOGS dropped; PING, SYNC_BAOB and u
   t.match(server.counters('dev-l'), { logRecords: 2, logBatchesDropped: 1, pings: 1 });
   t.ok(server.logs.some((l) => l.msg === 'unknown frame type' && l.type === 99));
 });
+
+t.test('a PING is echoed only after the LOGS before it are stored: the echo is their receipt', async (t) => {
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  const ingest = server.store.ingest.bind(server.store);
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  let ingests = 0;
+  server.store.ingest = async (...args) => {
+    ingests++;
+    await gate;
+    return ingest(...args);
+  };
+  const device = await server.connect('dev-r');
+  t.teardown(() => device.destroy());
+
+  const records = [{ service: 's', when: 1_700_000_000_000_000, message: 'before the receipt', level: 20 }];
+  device.send(0, FrameType.LOGS, records);
+  device.send(0x7ffd, FrameType.PING);
+  await until(() => ingests === 1, 'the LOGS to be stored');
+  device.send(7, FrameType.DATA_STREAM, [{ path: 'W1', values: [[1, 1]] }]); // queued behind, answered after the echo
+  // A BAOB sync is answered outside the upload queue: had the PING been echoed at once, the echo would be here first.
+  device.send(3, FrameType.SYNC_BAOB_REQUEST, {});
+  await device.takeType(FrameType.SYNC_BAOB_RESPONSE, 3);
+  t.notOk(
+    device.received.some((f) => f.type === FrameType.PING),
+    'no echo while the LOGS before it are being stored',
+  );
+  open();
+  const echo = await device.takeType(FrameType.PING, 0x7ffd);
+  t.equal(echo.payload.length, 0);
+  t.same((await server.store.readLogs('dev-r')).map(({ receivedAt, ...r }) => r), records, 'stored when the echo came');
+  await device.takeType(FrameType.DATA_STREAM_CONFIRM, 7);
+  t.same(
+    device.received.filter((f) => f.type !== FrameType.SYNC_BAOB_RESPONSE).map((f) => f.type),
+    [FrameType.PING, FrameType.DATA_STREAM_CONFIRM],
+    'answers in frame order',
+  );
+});
+
+t.test('a PING behind LOGS whose store failed is never echoed: the device keeps the batch', async (t) => {
+  const server = await startTestServer(pki);
+  t.teardown(() => server.close());
+  server.store.ingest = async () => {
+    throw new Error('disk full');
+  };
+  const device = await server.connect('dev-n');
+  device.send(0, FrameType.LOGS, [{ service: 's', when: 1, message: 'm', level: 20 }]);
+  device.send(0x7ffd, FrameType.PING);
+  await device.closed;
+  t.equal(device.received.filter((f) => f.type === FrameType.PING).length, 0, 'no receipt');
+});
