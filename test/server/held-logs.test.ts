@@ -4,9 +4,10 @@
  */
 import t from 'tap';
 import pino from 'pino';
-import type { LogRecord } from '../../src/protocol/index.js';
+import { FrameType, type LogRecord } from '../../src/protocol/index.js';
 import { HeldLogs } from '../../src/server/held-logs.js';
-import type { Store, Uploads } from '../../src/server/store/index.js';
+import { Availability, createMemoryStore, type Store, type Uploads } from '../../src/server/store/index.js';
+import { makePki, startTestServer } from '../helpers/server-fixture.js';
 import { until } from '../helpers/wait.js';
 
 /** A store that fails while `failing`, reports `available`, and records what it stored. */
@@ -84,4 +85,33 @@ t.test('bounded: beyond maxBatches new batches are dropped and counted', async (
   state.setAvailable(true);
   await until(() => held.size === 0, 'the held batches to be stored');
   t.same(state.stored.map((s) => s.messages[0]), ['1', '2'], 'the first two kept, the third dropped');
+});
+
+t.test('a session closed because the store went away reads the LOGS already on their way into the held logs (real TLS)', async (t) => {
+  const health = new Availability();
+  const memory = createMemoryStore();
+  // The memory store with a link that can go down, as the networked stores have.
+  const ingest = memory.ingest.bind(memory);
+  const store: Store = Object.assign(memory, {
+    ingest: (deviceId: string, uploads: Uploads) => (health.available() ? ingest(deviceId, uploads) : Promise.reject(new Error('broker down'))),
+    available: () => health.available(),
+    onAvailabilityChange: (listener: (available: boolean, reason?: string) => void) => health.onChange(listener),
+  });
+  const server = await startTestServer(await makePki(), { store, adminPort: null });
+  t.teardown(() => server.close());
+  const device = await server.connect('dev-drain');
+  t.teardown(() => device.destroy());
+  await device.ping();
+
+  health.set('broker', false, 'stopped'); // the server starts closing the session, reading on
+  // An original client: LOGS with no receipt PING behind them, already on their way.
+  device.send(0, FrameType.LOGS, batch('on the wire at the cut'));
+  device.send(5, FrameType.DATA_STREAM, [{ path: 'W1', values: [[1, 1]] }]);
+  await device.closed;
+  t.equal(device.received.filter((f) => f.type === FrameType.DATA_STREAM_CONFIRM).length, 0, 'data is not confirmed: the device sends it again');
+  t.same(await memory.readLogs('dev-drain'), [], 'nothing stored while the broker is down');
+  health.set('broker', true);
+  await until(async () => (await memory.readLogs('dev-drain')).length === 1, 'the held batch to be stored once the broker is back');
+  t.same((await memory.readLogs('dev-drain')).map((r) => r.message), ['on the wire at the cut']);
+  t.same(await memory.readData('dev-drain'), [], 'the unconfirmed data was not stored behind the device\'s back');
 });
