@@ -6,8 +6,8 @@
  * queued when its session closed, may have no other copy. It is held here,
  * in memory and bounded, and stored again once the store is available. A retry cannot store a
  * batch twice: stores key a log batch by its content (PostgreSQL: unique digest per device;
- * RabbitMQ: message id from the same bytes), so a batch that did reach the store before the
- * failure is skipped.
+ * RabbitMQ: message id from the same bytes; SQLite and memory: digest window), so a batch that
+ * did reach the store before the failure is skipped.
  */
 import type { Logger } from 'pino';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from '../../machines/common.js';

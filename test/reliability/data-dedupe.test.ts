@@ -17,6 +17,8 @@ import { makePki, startTestServer } from '../helpers/server-fixture.js';
 const tmp = await mkdtemp(join(tmpdir(), 'ngtt-dedupe-'));
 t.teardown(() => rm(tmp, { recursive: true, force: true }));
 const batch = (v: number) => [{ path: 'W1', values: [[1_700_000_000_000 + v, v] as [number, number]] }];
+const logBatch = (v: number) => [{ service: 's', when: 1_700_000_000_000 + v, message: String(v), level: 20 }];
+const logValues = async (store: ReturnType<typeof createMemoryStore>) => (await store.readLogs('d', { limit: 1000 })).map((r) => Number(r.message));
 const values = async (store: ReturnType<typeof createMemoryStore>) => (await store.readData('d', { limit: 1000 })).flatMap((s) => s.values.map((v) => v[1]));
 
 for (const [name, open] of [
@@ -47,17 +49,23 @@ for (const [name, open] of [
   t.test(`${name}: the dedupe window is bounded by count; a batch re-sent after it is stored again`, async (t) => {
     const store = open();
     // 300 distinct batches, in transactions of 7 as the upload pipeline groups them.
-    for (let v = 1; v <= 300; v += 7) await store.ingest('d', { data: [...Array(Math.min(7, 301 - v))].map((_, i) => ({ series: batch(v + i) })) });
-    await store.ingest('d', { data: [{ series: batch(300) }, { series: batch(201) }] });
+    // Log batches (one per data batch here) have a window of their own, the same size.
+    const ingest = (vs: number[]) => store.ingest('d', { data: vs.map((v) => ({ series: batch(v) })), logs: vs.map(logBatch) });
+    for (let v = 1; v <= 300; v += 7) await ingest([...Array(Math.min(7, 301 - v))].map((_, i) => v + i));
+    await ingest([300, 201]);
     t.equal((await values(store)).length, 300, 'the newest 100 are recognised: nothing stored twice');
-    await store.ingest('d', { data: [{ series: batch(150) }] });
+    t.equal((await logValues(store)).length, 300, 'log batches likewise');
+    await ingest([150]);
     t.equal((await values(store)).filter((v) => v === 150).length, 2, 'a batch 150 batches old is past the window: stored again');
+    t.equal((await logValues(store)).filter((v) => v === 150).length, 2, 'a log batch too');
     if (name === 'sqlite') {
       await store.close();
       const db = new Database(join(tmp, 'window.db'), { readonly: true });
-      const { n } = db.prepare(`SELECT count(*) AS n FROM data_digests WHERE device_id = 'd'`).get() as { n: number };
+      for (const table of ['data_digests', 'log_digests']) {
+        const { n } = db.prepare(`SELECT count(*) AS n FROM ${table} WHERE device_id = 'd'`).get() as { n: number };
+        t.ok(n >= 100 && n < 100 + 64, `${table} holds the window, not every batch (${n} of 301 rows)`);
+      }
       db.close();
-      t.ok(n >= 100 && n < 100 + 64, `the digest table holds the window, not every batch (${n} of 301 rows)`);
     } else {
       await store.close();
     }

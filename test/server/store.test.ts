@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import { openPostgresStore } from '../../src/server/postgres/index.js';
 import { createMemoryStore, openSqliteStore, type LocalStore, type Store } from '../../src/server/store/index.js';
@@ -20,6 +21,10 @@ const kinds: [string, () => Promise<TestStore>][] = [
 // The same behaviour from PostgreSQL (a fresh database per test), when one can be reached.
 if (await postgresReachable()) kinds.push(['postgres', async () => openPostgresStore({ url: await testDatabase(t), ownsOrderQueue: true })]);
 else t.test('postgres: the Store tests', { skip: PG_SKIP_REASON }, () => {});
+
+/** A LOGS batch (spec §7) of records with these messages. */
+const logBatch = (...messages: string[]) => messages.map((message, i) => ({ service: 's', when: 1_700_000_000_000 + i, message, level: 20 }));
+const logMessages = async (store: Store, deviceId = 'dev') => (await store.readLogs(deviceId, { limit: 1000 })).map((r) => r.message);
 
 for (const [kind, make] of kinds) {
   t.test(`${kind}: order source life cycle`, async (t) => {
@@ -150,6 +155,21 @@ for (const [kind, make] of kinds) {
     ], "a device's declaration adds W4 but does not undo the operator's level for W2");
   });
 
+  t.test(`${kind}: a log batch sent again (unacknowledged, resent after a reconnect) is stored once, per device`, async (t) => {
+    const store = await make();
+    t.teardown(() => store.close());
+    await store.ingest('dev', { logs: [logBatch('a', 'b'), logBatch('a', 'b')] }); // twice in one call
+    await store.ingest('dev', { logs: [logBatch('a', 'b')] }); // again in a separate call
+    t.same(await logMessages(store), ['a', 'b'], 'stored once');
+    await store.ingest('dev', { logs: [logBatch('b', 'a'), logBatch('c')] });
+    t.same(await logMessages(store), ['a', 'b', 'b', 'a', 'c'], 'the same records in another order are another batch');
+    await store.ingest('other', { logs: [logBatch('a', 'b')] });
+    t.same(await logMessages(store, 'other'), ['a', 'b'], "another device's identical batch is its own");
+    await store.ingest('dev', { data: [{ series: [{ path: 'W1', values: [[1, 1]] }] }], logs: [logBatch('c')] });
+    t.same(await logMessages(store), ['a', 'b', 'b', 'a', 'c'], 'a repeat next to new data is still skipped');
+    t.equal((await store.readData('dev')).length, 1, 'and the data beside it stored');
+  });
+
   t.test(`${kind}: message receipts show on the orders that carry the message`, async (t) => {
     const store = await make();
     t.teardown(() => store.close());
@@ -234,4 +254,20 @@ t.test('sqlite: a reopened store keeps queued orders, requeues in-flight ones, k
   t.equal((await again.next())?.id, c);
   t.equal((await reopened.getOrder(a))?.state, 'confirmed');
   t.same((await reopened.readData('dev')).map((s) => s.values), [[[1, 1.5]]]);
+});
+
+t.test('sqlite: a file from before log dedupe (no log_digests table) opens, keeps its logs and dedupes from then on', async (t) => {
+  const file = join(tmp, 'before-log-dedupe.db');
+  const store = openSqliteStore(file);
+  await store.ingest('dev', { logs: [logBatch('old')] });
+  await store.close();
+  const old = new Database(file);
+  old.exec('DROP TABLE log_digests'); // as the file was before
+  old.close();
+
+  const reopened = openSqliteStore(file);
+  t.teardown(() => reopened.close());
+  await reopened.ingest('dev', { logs: [logBatch('new'), logBatch('new')] });
+  await reopened.ingest('dev', { logs: [logBatch('new')] });
+  t.same(await logMessages(reopened), ['old', 'new'], 'old logs kept; the new batch stored once');
 });

@@ -61,6 +61,12 @@ export class BrokerConnection extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private attempt = 0;
   private readonly waiters = new Set<{ resolve: (m: ChannelModel) => void; reject: (e: Error) => void }>();
+  /**
+   * onConnected listeners: one per ManagedChannel, so one per device with an order source open.
+   * A set dispatched by connectOnce, not EventEmitter listeners, which warn past 10
+   * (MaxListenersExceededWarning) for what is not a leak.
+   */
+  private readonly connectedListeners = new Set<ConnectedListener>();
   readonly logger: Logger;
 
   private constructor(private readonly opts: BrokerConnectionOptions) {
@@ -98,9 +104,11 @@ export class BrokerConnection extends EventEmitter {
    * function. This is how components re-establish channels and consumers.
    */
   onConnected(listener: ConnectedListener): () => void {
-    this.on('connected', listener);
+    // A wrapper per subscription: the same function subscribed twice is called twice, as with `on`.
+    const subscription: ConnectedListener = (model, generation) => listener(model, generation);
+    this.connectedListeners.add(subscription);
     if (this.model) listener(this.model, this.gen);
-    return () => this.off('connected', listener);
+    return () => void this.connectedListeners.delete(subscription);
   }
 
   /** Resolves with the live connection, waiting at most `timeoutMs` for a reconnect. */
@@ -185,6 +193,7 @@ export class BrokerConnection extends EventEmitter {
     this.attempt = 0;
     this.logger.info({ generation: this.gen }, 'amqp connected');
     for (const w of [...this.waiters]) w.resolve(model);
+    for (const listener of [...this.connectedListeners]) listener(model, this.gen);
     this.emit('connected', model, this.gen);
   }
 

@@ -24,7 +24,7 @@ import { parseSections, parseSectionsStrict, type Section } from '../../protocol
 import { ManagedChannel } from './channel.js';
 import type { BrokerConnection } from './connection.js';
 import { PublishError, type ConfirmingPublisher } from './publisher.js';
-import { declareOrderQueue, HEADER_DEVICE, HEADER_OUTCOME, HEADER_REASON, type Topology } from './topology.js';
+import { declareOrderQueue, HEADER_DELIVERIES, HEADER_DEVICE, HEADER_OUTCOME, HEADER_REASON, type Topology } from './topology.js';
 
 export const DEFAULT_WINDOW = 4;
 
@@ -38,6 +38,21 @@ export interface OrderDelivery {
   redelivered: boolean;
   /** Quorum queue `x-delivery-count`: earlier deliveries that were returned. */
   deliveryCount: number;
+  /** Deliveries of this order so far, this one included, for the history (earlierDeliveries + 1). */
+  deliveries: number;
+}
+
+/**
+ * How many times the broker delivered this message before and got it back: the quorum queue's
+ * `x-delivery-count` (counted by the broker, so across gateways and connections); a classic
+ * queue only says "redelivered" (at least one). The order history counts deliveries with it,
+ * since no single gateway sees all of them. It can count one too many: a delivery returned
+ * because the broker link dropped while the device still held the order (the gateway keeps
+ * that order and does not send it again).
+ */
+export function earlierDeliveries(msg: { fields: { redelivered: boolean }; properties: { headers?: Record<string, unknown> } }): number {
+  const counted = Number(msg.properties.headers?.['x-delivery-count'] ?? 0);
+  return Math.max(Number.isFinite(counted) ? counted : 0, msg.fields.redelivered ? 1 : 0);
 }
 
 export type SettleOutcome = { status: 'confirmed' } | { status: 'rejected'; reason?: string };
@@ -182,6 +197,8 @@ interface Entry {
   msg: ConsumeMessage | null;
   chan: Channel | null;
   emitted: boolean;
+  /** Deliveries of the order so far, the one handed out included (set when handed out). */
+  deliveries: number;
 }
 
 class RabbitOrderSource implements OrderQueueSource {
@@ -241,7 +258,7 @@ class RabbitOrderSource implements OrderQueueSource {
     this.rememberSettled(entry.id);
     const audit = this.opts.audit ?? 'rejected';
     if (audit === 'all' || (audit === 'rejected' && outcome.status === 'rejected')) {
-      await this.publishAudit(entry.id, entry.body, outcome.status, outcome.status === 'rejected' ? outcome.reason : undefined);
+      await this.publishAudit(entry.id, entry.body, outcome.status, outcome.status === 'rejected' ? outcome.reason : undefined, entry.deliveries);
     }
     // The delivery may have moved to a new channel while the audit was being confirmed.
     this.ackIfHeld(entry);
@@ -316,7 +333,7 @@ class RabbitOrderSource implements OrderQueueSource {
       known.chan = ch;
       return;
     }
-    const entry: Entry = { id, body: msg.content, sections, msg, chan: ch, emitted: false };
+    const entry: Entry = { id, body: msg.content, sections, msg, chan: ch, emitted: false, deliveries: 0 };
     this.entries.set(id, entry);
     this.held.push(entry);
     this.pump();
@@ -328,12 +345,14 @@ class RabbitOrderSource implements OrderQueueSource {
       e.emitted = true;
       this.emitted += 1;
       const msg = e.msg;
+      e.deliveries = (msg ? earlierDeliveries(msg) : 0) + 1;
       this.listener({
         id: e.id,
         sections: e.sections,
         deliveryTag: msg?.fields.deliveryTag ?? -1,
         redelivered: msg?.fields.redelivered ?? false,
         deliveryCount: Number(msg?.properties.headers?.['x-delivery-count'] ?? 0),
+        deliveries: e.deliveries,
       });
     }
   }
@@ -349,9 +368,10 @@ class RabbitOrderSource implements OrderQueueSource {
     }
   }
 
-  private async publishAudit(id: string, body: Buffer, outcome: string, reason?: string): Promise<void> {
+  private async publishAudit(id: string, body: Buffer, outcome: string, reason?: string, deliveries?: number): Promise<void> {
     const headers: Record<string, unknown> = { [HEADER_DEVICE]: this.deviceId, [HEADER_OUTCOME]: outcome };
     if (reason !== undefined) headers[HEADER_REASON] = reason;
+    if (deliveries !== undefined) headers[HEADER_DELIVERIES] = deliveries;
     try {
       await this.opts.publisher.publish(this.opts.topology.settledExchange, `${outcome}.${this.deviceId}`, body, {
         messageId: id,

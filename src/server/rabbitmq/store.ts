@@ -63,9 +63,9 @@ import { BaobRpcClient, BaobRpcServer, type BaobStore } from './baob-rpc.js';
 import { ManagedChannel } from './channel.js';
 import { BrokerConnection, type BrokerConnectionOptions, type Logger } from './connection.js';
 import { openRabbitBackbone, type RabbitBackbone } from './index.js';
-import { OrderQueues, UnknownOrderError, type OrderDelivery, type OrderQueueSource as BrokerSource } from './order-queue.js';
+import { earlierDeliveries, OrderQueues, UnknownOrderError, type OrderDelivery, type OrderQueueSource as BrokerSource } from './order-queue.js';
 import { Sink } from './sink.js';
-import { checkDeviceId, HEADER_DEVICE, HEADER_MESSAGE, HEADER_OUTCOME, HEADER_REASON, type TopologyOptions } from './topology.js';
+import { checkDeviceId, HEADER_DELIVERIES, HEADER_DEVICE, HEADER_MESSAGE, HEADER_OUTCOME, HEADER_REASON, type TopologyOptions } from './topology.js';
 
 /**
  * What keeps a gateway's history, config and declarations: a LocalStore (SQLite, memory: this
@@ -247,8 +247,8 @@ export class RabbitStore implements Store {
       if (consumerTag) await ch.cancel(consumerTag);
       const taken = msgs.map((msg) => ({ msg, record: toRecord(deviceId, msg) }));
       const at = Date.now();
-      const records = taken.flatMap((t) => (t.record ? [{ ...t.record, state: 'delivered' as const, settledAt: at, deliveries: t.record.deliveries + 1 }] : []));
-      await Promise.all(records.map((r) => this.publishEvent(deviceId, r.id, encode(r.sections), 'delivered')));
+      const records = taken.flatMap((t) => (t.record ? [{ ...t.record, state: 'delivered' as const, settledAt: at, deliveries: earlierDeliveries(t.msg) + 1 }] : []));
+      await Promise.all(records.map((r) => this.publishEvent(deviceId, r.id, encode(r.sections), 'delivered', r.deliveries)));
       for (const r of records) await this.recordHistory(r);
       for (const t of taken) {
         if (!t.record) conn.logger.error({ deviceId }, 'malformed order message dropped by an HTTPS poll');
@@ -391,11 +391,11 @@ export class RabbitStore implements Store {
     if (messageId) this.seenUploads.add(messageId);
   }
 
-  private async publishEvent(deviceId: string, id: string, body: Uint8Array, outcome: string): Promise<void> {
+  private async publishEvent(deviceId: string, id: string, body: Uint8Array, outcome: string, deliveries?: number): Promise<void> {
     try {
       await this.backbone.publisher.publish(this.topology.settledExchange, `${outcome}.${deviceId}`, body, {
         messageId: id,
-        headers: { [HEADER_DEVICE]: deviceId, [HEADER_OUTCOME]: outcome },
+        headers: { [HEADER_DEVICE]: deviceId, [HEADER_OUTCOME]: outcome, ...(deliveries === undefined ? {} : { [HEADER_DELIVERIES]: deliveries }) },
       });
     } catch (err) {
       this.backbone.connection.logger.warn({ err, deviceId, id, outcome }, 'order history publish failed');
@@ -488,13 +488,15 @@ export class RabbitStore implements Store {
     const state: OrderState | null = outcome === 'queued' ? 'queued' : RANK_TERMINAL.has(outcome) ? (outcome as OrderState) : outcome === 'invalid' ? 'rejected' : null;
     if (!state) return;
     const reason = h[HEADER_REASON] === undefined ? null : String(h[HEADER_REASON]);
+    // Events from before the header was added count one delivery, as they did.
+    const deliveries = Number(h[HEADER_DELIVERIES]);
     await this.local.recordOrder({
       ...record,
       state,
       enqueuedAt: at,
       settledAt: state === 'queued' ? null : at,
       reason,
-      deliveries: state === 'queued' ? 0 : 1,
+      deliveries: state === 'queued' ? 0 : Number.isInteger(deliveries) && deliveries > 1 ? deliveries : 1,
     });
   }
 }
@@ -506,7 +508,8 @@ export function openRabbitStore(opts: RabbitStoreOptions): Promise<RabbitStore> 
 /** Adapts the broker's push-style order source to the server's pull-style OrderSource. */
 class BrokerOrderSource implements OrderSource {
   private readonly ready: OrderDelivery[] = [];
-  private readonly handedOut = new Set<string>();
+  /** Order id → its deliveries so far (the broker's count, this one included). */
+  private readonly handedOut = new Map<string, number>();
   private listener: (() => void) | null = null;
   private closed = false;
   private revoked = false;
@@ -544,12 +547,13 @@ class BrokerOrderSource implements OrderSource {
     if (this.closed || this.revoked) return null;
     const o = this.ready.shift();
     if (!o) return null;
-    this.handedOut.add(o.id);
-    return { id: o.id, deviceId: this.deviceId, sections: o.sections, state: 'in-flight', enqueuedAt: Date.now(), settledAt: null, reason: null, deliveries: o.deliveryCount + 1 };
+    this.handedOut.set(o.id, o.deliveries);
+    return { id: o.id, deviceId: this.deviceId, sections: o.sections, state: 'in-flight', enqueuedAt: Date.now(), settledAt: null, reason: null, deliveries: o.deliveries };
   }
 
   async settle(orderId: string, outcome: Settlement, reason?: string): Promise<boolean> {
-    if (this.closed || !this.handedOut.has(orderId)) return false;
+    const deliveries = this.handedOut.get(orderId);
+    if (this.closed || deliveries === undefined) return false;
     try {
       await this.inner.settle(orderId, outcome === 'confirmed' ? { status: 'confirmed' } : { status: 'rejected', reason });
     } catch (err) {
@@ -568,7 +572,8 @@ class BrokerOrderSource implements OrderSource {
       enqueuedAt: known?.enqueuedAt ?? at,
       settledAt: at,
       reason: reason ?? null,
-      deliveries: Math.max(1, known?.deliveries ?? 0),
+      // Counted by the broker across gateways: a delivery cut short elsewhere counts too.
+      deliveries: Math.max(deliveries, known?.deliveries ?? 0),
     });
     return true;
   }

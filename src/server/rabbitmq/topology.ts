@@ -18,6 +18,8 @@ export const HEADER_OUTCOME = 'x-ngtt-outcome';
 export const HEADER_REASON = 'x-ngtt-reason';
 /** A message order's uuid, on `received` events (the device received that message). */
 export const HEADER_MESSAGE = 'x-ngtt-message';
+/** On settlement events: how many times the order has been delivered to the device, this delivery included. */
+export const HEADER_DELIVERIES = 'x-ngtt-deliveries';
 
 export type OrderQueueType = 'quorum' | 'classic';
 

@@ -43,7 +43,7 @@ export function checkedDedupeWindow(value = DEFAULT_DEDUPE_WINDOW): number {
 export interface UploadRow {
   receivedAt: number;
   payload: Uint8Array;
-  /** Data rows: SHA-256 of the payload, the batch's identity for deduplication. */
+  /** SHA-256 of the payload, the batch's identity for deduplication (data and log rows alike). */
   digest?: Uint8Array;
 }
 
@@ -66,9 +66,10 @@ export interface Tables {
   countOpenOrders(): { queued: number; inFlight: number };
   /**
    * Stores the rows. A data row whose digest is among the last `dedupeWindow` digests of this
-   * device's stored batches (or earlier in `data`) is skipped: it is a batch the device sent
-   * again because the confirmation was lost (see docs/reliability.md). Older digests are
-   * forgotten, so the table stays bounded.
+   * device's stored data batches (or earlier in `data`) is skipped: it is a batch the device sent
+   * again because the confirmation was lost (see docs/reliability.md). Log rows likewise, against
+   * the device's log batches (a device resends an unacknowledged log batch after a reconnect).
+   * Older digests are forgotten, so the tables stay bounded.
    */
   insertUploads(deviceId: string, data: UploadRow[], logs: UploadRow[]): void;
   /** Newest first. */
@@ -271,11 +272,9 @@ export class LocalStore implements Store {
 
   async ingest(deviceId: string, uploads: Uploads): Promise<void> {
     const receivedAt = Date.now();
-    const data = (uploads.data ?? []).map((b) => {
-      const payload = b.encoded ?? encode(b.series);
-      return { receivedAt, payload, digest: createHash('sha256').update(payload).digest() };
-    });
-    const logs = (uploads.logs ?? []).map((records) => ({ receivedAt, payload: encode(records) }));
+    const row = (payload: Uint8Array): UploadRow => ({ receivedAt, payload, digest: createHash('sha256').update(payload).digest() });
+    const data = (uploads.data ?? []).map((b) => row(b.encoded ?? encode(b.series)));
+    const logs = (uploads.logs ?? []).map((records) => row(encode(records)));
     if (data.length || logs.length) this.tables.insertUploads(deviceId, data, logs);
   }
 

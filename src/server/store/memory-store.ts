@@ -15,15 +15,18 @@ class MemoryTables implements Tables {
   private readonly byDevice = new Map<string, Entry[]>();
   private readonly data = new Map<string, UploadRow[]>();
   private readonly logs = new Map<string, UploadRow[]>();
-  /** deviceId → hex digests of the last `dedupeWindow` data batches stored, oldest first. */
-  private readonly digests = new Map<string, Set<string>>();
+  private readonly dataDigests: DigestWindow;
+  private readonly logDigests: DigestWindow;
   private readonly devices = new Map<string, { config: DeviceConfig | null; pathpoints: PathpointDeclaration[] }>();
   /** deviceId → uuid → first receipt time. */
   private readonly receiptsByDevice = new Map<string, Map<string, number>>();
   /** deviceId → key → BAOB; a deleted one stays as a tombstone (no data). */
   private readonly baobsByDevice = new Map<string, Map<string, { baob: Baob; deleted: boolean }>>();
 
-  constructor(private readonly dedupeWindow: number) {}
+  constructor(dedupeWindow: number) {
+    this.dataDigests = new DigestWindow(dedupeWindow);
+    this.logDigests = new DigestWindow(dedupeWindow);
+  }
 
   insertOrder(order: OrderRecord): void {
     const entry = { seq: ++this.seq, order: structuredClone(order) };
@@ -87,22 +90,9 @@ class MemoryTables implements Tables {
 
   insertUploads(deviceId: string, data: UploadRow[], logs: UploadRow[]): void {
     // Copies: the payload may be a view of a socket chunk that is reused.
-    let seen = this.digests.get(deviceId);
-    if (!seen) this.digests.set(deviceId, (seen = new Set()));
-    const fresh = data.filter((r) => {
-      if (!r.digest) return true;
-      const key = Buffer.from(r.digest).toString('hex');
-      if (seen.has(key)) return false;
-      seen.add(key);
-      return true;
-    });
-    // A Set iterates in insertion order: the first entries are the oldest.
-    for (const old of seen) {
-      if (seen.size <= this.dedupeWindow) break;
-      seen.delete(old);
-    }
-    listFor(this.data, deviceId).push(...fresh.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
-    listFor(this.logs, deviceId).push(...logs.map((r) => ({ ...r, payload: Uint8Array.from(r.payload) })));
+    const copy = (r: UploadRow) => ({ ...r, payload: Uint8Array.from(r.payload) });
+    listFor(this.data, deviceId).push(...this.dataDigests.fresh(deviceId, data).map(copy));
+    listFor(this.logs, deviceId).push(...this.logDigests.fresh(deviceId, logs).map(copy));
   }
 
   dataRows(deviceId: string): Iterable<UploadRow> {
@@ -169,6 +159,32 @@ class MemoryTables implements Tables {
   close(): void {}
 }
 
+/** The hex digests of each device's last `window` batches of one kind (data, logs), oldest first. */
+class DigestWindow {
+  private readonly digests = new Map<string, Set<string>>();
+
+  constructor(private readonly window: number) {}
+
+  /** The rows not stored before (nor earlier in `rows`), their digests remembered. */
+  fresh(deviceId: string, rows: UploadRow[]): UploadRow[] {
+    let seen = this.digests.get(deviceId);
+    if (!seen) this.digests.set(deviceId, (seen = new Set()));
+    const fresh = rows.filter((r) => {
+      if (!r.digest) return true;
+      const key = Buffer.from(r.digest).toString('hex');
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+    // A Set iterates in insertion order: the first entries are the oldest.
+    for (const old of seen) {
+      if (seen.size <= this.window) break;
+      seen.delete(old);
+    }
+    return fresh;
+  }
+}
+
 function listFor<T>(map: Map<string, T[]>, key: string): T[] {
   let list = map.get(key);
   if (!list) map.set(key, (list = []));
@@ -176,7 +192,7 @@ function listFor<T>(map: Map<string, T[]>, key: string): T[] {
 }
 
 export interface MemoryStoreOptions {
-  /** Data batches per device remembered to recognise a re-sent one. Default DEFAULT_DEDUPE_WINDOW. */
+  /** Data batches, and log batches, per device remembered to recognise a re-sent one. Default DEFAULT_DEDUPE_WINDOW. */
   dedupeWindow?: number;
 }
 

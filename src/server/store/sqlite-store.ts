@@ -21,7 +21,7 @@ import type { Baob, BaobInfo, DeviceConfig, OrderRecord, OrderState, Settlement 
 export interface SqliteStoreOptions {
   /** Default 'FULL' (see above). */
   synchronous?: 'FULL' | 'NORMAL';
-  /** Data batches per device remembered to recognise a re-sent one. Default DEFAULT_DEDUPE_WINDOW. */
+  /** Data batches, and log batches, per device remembered to recognise a re-sent one. Default DEFAULT_DEDUPE_WINDOW. */
   dedupeWindow?: number;
 }
 
@@ -50,14 +50,6 @@ CREATE TABLE IF NOT EXISTS data_batches (
   payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS data_by_device ON data_batches (device_id, seq);
--- The SHA-256 of each device's most recent data batches (seq orders them): a batch sent again
--- after a lost CONFIRM is not stored twice. Pruned to the dedupe window.
-CREATE TABLE IF NOT EXISTS data_digests (
-  device_id TEXT NOT NULL,
-  digest BLOB NOT NULL,
-  seq INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (device_id, digest)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_batches (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   device_id TEXT NOT NULL,
@@ -92,6 +84,60 @@ CREATE TABLE IF NOT EXISTS baobs (
 
 const toRecord = orderFromRow;
 
+/**
+ * One digest table: the SHA-256 of each device's most recent batches of one kind (data, logs),
+ * `seq` ordering them. A batch whose digest is there is a re-send (data: after a lost CONFIRM;
+ * logs: an unacknowledged batch after a reconnect) and is not stored twice. Pruned to the dedupe
+ * window, amortised over PRUNE_EVERY inserts of a device.
+ */
+class DigestWindow {
+  private seq: number;
+  /** Inserts per device since its digests were last pruned. */
+  private readonly sincePrune = new Map<string, number>();
+  private readonly insertDigest: Database.Statement<[string, Uint8Array, number]>;
+  private readonly prune: Database.Statement<[{ deviceId: string; newer: number }]>;
+
+  constructor(
+    db: Database.Database,
+    table: 'data_digests' | 'log_digests',
+    private readonly window: number,
+  ) {
+    db.exec(`CREATE TABLE IF NOT EXISTS ${table} (
+      device_id TEXT NOT NULL,
+      digest BLOB NOT NULL,
+      seq INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (device_id, digest)
+    ) WITHOUT ROWID`);
+    // Files from before the dedupe window have no seq: their digests count as the oldest.
+    if (!(db.pragma(`table_info(${table})`) as { name: string }[]).some((c) => c.name === 'seq')) {
+      db.exec(`ALTER TABLE ${table} ADD COLUMN seq INTEGER NOT NULL DEFAULT 0`);
+    }
+    db.exec(`CREATE INDEX IF NOT EXISTS ${table}_by_age ON ${table} (device_id, seq)`);
+    this.seq = (db.prepare(`SELECT max(seq) AS seq FROM ${table}`).get() as { seq: number | null }).seq ?? 0;
+    this.insertDigest = db.prepare(`INSERT OR IGNORE INTO ${table} (device_id, digest, seq) VALUES (?, ?, ?)`);
+    this.prune = db.prepare(
+      `DELETE FROM ${table} WHERE device_id = @deviceId AND seq < (SELECT seq FROM ${table} WHERE device_id = @deviceId ORDER BY seq DESC LIMIT 1 OFFSET @newer)`,
+    );
+  }
+
+  /** Calls `insert` for each row not stored before (nor earlier in `rows`); run inside the transaction that inserts. */
+  insertNew(deviceId: string, rows: UploadRow[], insert: (row: UploadRow) => void): void {
+    let inserted = 0;
+    for (const r of rows) {
+      if (r.digest && this.insertDigest.run(deviceId, r.digest, ++this.seq).changes === 0) continue; // stored before
+      insert(r);
+      inserted++;
+    }
+    const since = (this.sincePrune.get(deviceId) ?? 0) + inserted;
+    if (since >= PRUNE_EVERY) {
+      this.prune.run({ deviceId, newer: this.window - 1 });
+      this.sincePrune.delete(deviceId);
+    } else if (since) {
+      this.sincePrune.set(deviceId, since);
+    }
+  }
+}
+
 class SqliteTables implements Tables {
   private readonly db: Database.Database;
   private readonly stmt;
@@ -105,15 +151,10 @@ class SqliteTables implements Tables {
     this.db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
-    // Files from before the dedupe window have no seq: their digests count as the oldest.
-    if (!(this.db.pragma('table_info(data_digests)') as { name: string }[]).some((c) => c.name === 'seq')) {
-      this.db.exec('ALTER TABLE data_digests ADD COLUMN seq INTEGER NOT NULL DEFAULT 0');
-    }
-    this.db.exec('CREATE INDEX IF NOT EXISTS data_digests_by_age ON data_digests (device_id, seq)');
-    let digestSeq = (this.db.prepare('SELECT max(seq) AS seq FROM data_digests').get() as { seq: number | null }).seq ?? 0;
     const dedupeWindow = checkedDedupeWindow(options.dedupeWindow);
-    /** Inserts per device since its digests were last pruned. */
-    const sincePrune = new Map<string, number>();
+    const dataDigests = new DigestWindow(this.db, 'data_digests', dedupeWindow);
+    // Added after data_digests: a file from before it gets the table here, empty.
+    const logDigests = new DigestWindow(this.db, 'log_digests', dedupeWindow);
     // No connection survives a restart: whatever was in flight goes back to the queue.
     this.db.prepare(`UPDATE orders SET state = 'queued' WHERE state = 'in-flight'`).run();
     const db = this.db;
@@ -143,10 +184,6 @@ class SqliteTables implements Tables {
       ),
       getOrder: db.prepare<[string], OrderRow>(`SELECT * FROM orders WHERE id = ?`),
       countOpen: db.prepare<[], { state: string; n: number }>(`SELECT state, count(*) AS n FROM orders WHERE state IN ('queued', 'in-flight') GROUP BY state`),
-      insertDigest: db.prepare(`INSERT OR IGNORE INTO data_digests (device_id, digest, seq) VALUES (?, ?, ?)`),
-      pruneDigests: db.prepare(
-        `DELETE FROM data_digests WHERE device_id = @deviceId AND seq < (SELECT seq FROM data_digests WHERE device_id = @deviceId ORDER BY seq DESC LIMIT 1 OFFSET @newer)`,
-      ),
       insertData: db.prepare(`INSERT INTO data_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
       insertLogs: db.prepare(`INSERT INTO log_batches (device_id, received_at, payload) VALUES (?, ?, ?)`),
       dataRows: db.prepare<[string], { receivedAt: number; payload: Buffer }>(
@@ -177,20 +214,8 @@ class SqliteTables implements Tables {
     };
     const s = this.stmt;
     this.insertUploads = db.transaction((deviceId: string, data: UploadRow[], logs: UploadRow[]) => {
-      let inserted = 0;
-      for (const r of data) {
-        if (r.digest && s.insertDigest.run(deviceId, r.digest, ++digestSeq).changes === 0) continue; // stored before
-        s.insertData.run(deviceId, r.receivedAt, r.payload);
-        inserted++;
-      }
-      const since = (sincePrune.get(deviceId) ?? 0) + inserted;
-      if (since >= PRUNE_EVERY) {
-        s.pruneDigests.run({ deviceId, newer: dedupeWindow - 1 });
-        sincePrune.delete(deviceId);
-      } else if (since) {
-        sincePrune.set(deviceId, since);
-      }
-      for (const r of logs) s.insertLogs.run(deviceId, r.receivedAt, r.payload);
+      dataDigests.insertNew(deviceId, data, (r) => s.insertData.run(deviceId, r.receivedAt, r.payload));
+      logDigests.insertNew(deviceId, logs, (r) => s.insertLogs.run(deviceId, r.receivedAt, r.payload));
     });
     this.takeAllQueued = db.transaction((deviceId: string, at: number) => {
       const rows = s.allQueued.all(deviceId);

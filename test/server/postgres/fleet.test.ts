@@ -189,5 +189,13 @@ if (!(await brokerReachable())) {
     t.equal(await count(`SELECT count(DISTINCT value) AS n FROM data WHERE device_id = 'dev-move'`), 300, 'all 300 values there');
     const history = await adminCall<{ orders: { id: string; state: string }[] }>(a, `/devices/${dev}/orders`);
     t.same(history.orders.map((o) => [o.id, o.state]), ids.map((id) => [id, 'confirmed']), "A's history shows what B confirmed");
+    // Each delivery to the device counts once: the 4 cut short on A were delivered again by B.
+    const inFlightOnA = new Set(deliveredOnA.slice(5).map((o) => o.id));
+    const deliveries = await query<{ order_id: string; deliveries: number }>(pgUrl, `SELECT order_id, deliveries FROM orders WHERE device_id = $1`, [dev]);
+    t.same(
+      Object.fromEntries(deliveries.map((r) => [r.order_id, r.deliveries])),
+      Object.fromEntries(ids.map((id) => [id, inFlightOnA.has(id) ? 2 : 1])),
+      'orders.deliveries: 2 for the orders delivered on A and again on B, 1 for the others',
+    );
   });
 }

@@ -86,6 +86,7 @@ if (!(await brokerReachable())) {
         );
         const count = orderQueueType === 'quorum' ? 1 : 0; // classic queues keep no delivery count
         t.ok(second.got.every((o) => o.redelivered && o.deliveryCount === count), `marked redelivered, x-delivery-count ${count}`);
+        t.ok(second.got.every((o) => o.deliveries === 2), 'counted as the second delivery (the history counts it), classic queues included');
         await second.src.settle(second.got[0].id);
         await waitFor(() => second.got.length === 5, '#6');
         t.equal(second.got[4].id, ids[5], 'then the never-delivered one');

@@ -118,6 +118,29 @@ if (!(await brokerReachable())) {
     await waitFor(() => pool[0].open + pool[1].open === 2, 'the closed source to be counted off');
   });
 
+  t.test('more than 10 devices with order sources open: no MaxListenersExceededWarning', async (t) => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => void (w.name === 'MaxListenersExceededWarning' && warnings.push(w));
+    process.on('warning', onWarning);
+    t.teardown(() => void process.off('warning', onWarning));
+    // Classic order queues: cheaper for the broker than 12 quorum queues (file handles).
+    const store = await openRabbitStore({ url: BROKER_URL, prefix, local: createMemoryStore(), orderQueueType: 'classic', connectionName: `${prefix}-many` });
+    stores.push(store);
+    const sources: Awaited<ReturnType<RabbitStore['openOrderSource']>>[] = [];
+    for (let i = 1; i <= 12; i++) {
+      const dev = `dev-many-${i}`;
+      devices.add(dev);
+      sources.push(await store.openOrderSource(dev, { prefetch: 4 }));
+    }
+    await store.enqueueOrder('dev-many-12', order(1));
+    await waitFor(async () => (await sources[11].next()) !== null, 'the 12th device to get its order');
+    // Node emits the warning on the next tick after the listener that crosses the limit.
+    await new Promise((resolve) => setImmediate(resolve));
+    t.same(warnings.map((w) => w.message), [], 'no listener warning');
+    for (const s of sources) await s.close();
+    await store.close();
+  });
+
   t.test('broker link lost: the gateway closes device connections and refuses new ones until it is back', async (t) => {
     const g = await gateway(t);
     const dev = 'dev-refuse';
