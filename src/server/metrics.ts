@@ -37,6 +37,8 @@ export interface ServerMetricsSources {
   store: Store;
   /** Orders enqueued since start (admin API and NgttServer.enqueueOrder). */
   ordersEnqueued(): number;
+  /** Log batches received but not stored yet (held-logs.ts): held now; stored later and dropped since start. */
+  heldLogs(): { size: number; stored: number; dropped: number };
   logger: Logger;
 }
 
@@ -130,6 +132,9 @@ export function createServerMetrics(prom: PromClient, s: ServerMetricsSources): 
   const commitSeconds = new prom.Histogram({ name: 'ngtt_store_commit_seconds', help: 'Time of one store write of uploads (one transaction, fsync included)', buckets: COMMIT_BUCKETS, registers: [register] });
   total('ngtt_data_batches_rejected_total', 'DATA_STREAMs and HTTPS data posts rejected as malformed', () => totals().dataBatchesRejected);
   total('ngtt_log_batches_dropped_total', 'Malformed LOGS frames dropped', () => totals().logBatchesDropped);
+  gauge('ngtt_held_log_batches', 'Log batches received while the store failed, held in memory until it is back', () => s.heldLogs().size);
+  total('ngtt_held_log_batches_stored_total', 'Held log batches stored once the store was back', () => s.heldLogs().stored);
+  total('ngtt_held_log_batches_dropped_total', 'Log batches lost because the hold was full (10 000 batches)', () => s.heldLogs().dropped);
   total('ngtt_protocol_errors_total', 'Connections closed for a protocol error', () => totals().protocolErrors);
   total('ngtt_pings_total', 'PINGs answered', () => totals().pings);
   total('ngtt_device_http_requests_total', 'Requests on the HTTPS device API', () => totals().httpRequests);

@@ -137,6 +137,7 @@ export async function startServer(options: ServerOptions): Promise<NgttServer> {
         admission,
         store,
         ordersEnqueued: () => ordersEnqueued,
+        heldLogs: () => listener.heldLogs,
         logger,
       })
     : null;

@@ -97,7 +97,12 @@ t.test('a session closed because the store went away reads the LOGS already on t
     available: () => health.available(),
     onAvailabilityChange: (listener: (available: boolean, reason?: string) => void) => health.onChange(listener),
   });
-  const server = await startTestServer(await makePki(), { store, adminPort: null });
+  const server = await startTestServer(await makePki(), { store });
+  /** One metric's value from /metrics (what an operator's Prometheus sees). */
+  const metric = async (name: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${server.adminPort}/metrics`)).text();
+    return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+  };
   t.teardown(() => server.close());
   const device = await server.connect('dev-drain');
   t.teardown(() => device.destroy());
@@ -110,8 +115,11 @@ t.test('a session closed because the store went away reads the LOGS already on t
   await device.closed;
   t.equal(device.received.filter((f) => f.type === FrameType.DATA_STREAM_CONFIRM).length, 0, 'data is not confirmed: the device sends it again');
   t.same(await memory.readLogs('dev-drain'), [], 'nothing stored while the broker is down');
+  t.equal(await metric('ngtt_held_log_batches'), 1, '/metrics shows the held batch');
   health.set('broker', true);
   await until(async () => (await memory.readLogs('dev-drain')).length === 1, 'the held batch to be stored once the broker is back');
   t.same((await memory.readLogs('dev-drain')).map((r) => r.message), ['on the wire at the cut']);
+  t.equal(await metric('ngtt_held_log_batches'), 0);
+  t.equal(await metric('ngtt_held_log_batches_stored_total'), 1);
   t.same(await memory.readData('dev-drain'), [], 'the unconfirmed data was not stored behind the device\'s back');
 });

@@ -51,6 +51,8 @@ t.test('metrics follow connections, orders, uploads and refusals', async (t) => 
   t.ok(m.has('nodejs_eventloop_lag_seconds'), 'event-loop lag');
   t.ok(m.has('process_open_fds'), 'open file descriptors');
   t.equal(m.get('ngtt_store_commit_seconds_count'), 0);
+  t.equal(m.get('ngtt_held_log_batches'), 0, 'no log batch held while the store works');
+  t.equal(m.get('ngtt_held_log_batches_dropped_total'), 0);
 
   await server.enqueueOrder('dev-m', readSection('A'));
   await server.enqueueOrder('dev-m', readSection('B'));
