@@ -23,9 +23,9 @@
  *   goes out at 30 s and the connection is declared dead at 90 s.
  * - Everything the outside needs is reported with the `report` action (default: sendParent):
  *   CONNECTION.STATE on entering each state (with the backoff delay, or why the link went
- *   down), CONNECTION.FRAMES for frames received, CONNECTION.SENT for frames flushed. Frames
- *   travel in groups (what one read brought, what one flush took): a busy link costs an event
- *   per group, not per frame. `epoch`
+ *   down), CONNECTION.FRAMES for frames received. Frames travel in groups (what one read
+ *   brought): a busy link costs an event per read, not per frame. What was flushed (SOCKET.SENT)
+ *   only drives the keepalive clock; nobody outside needs it, so it is not reported. `epoch`
  *   numbers the successful connections so that replies meant for an old one can be told apart.
  * - SEND while not authenticated is dropped: the senders (upload machine, orders) learn from
  *   CONNECTION.STATE that nothing sent is confirmed and resend on the next connection.
@@ -120,9 +120,7 @@ export type ConnectionReport =
   /** Entered `state`. `epoch`: the current (authenticated) or last connection; `delayMs`/`reason` in backoff. */
   | { type: 'CONNECTION.STATE'; state: ConnectionState; epoch: number; delayMs?: number; reason?: string }
   /** Frames received on connection `epoch` (PING echoes left out: they are the connection's own). */
-  | { type: 'CONNECTION.FRAMES'; epoch: number; frames: InFrame[] }
-  /** Frames other than the keepalive PING flushed on connection `epoch`. */
-  | { type: 'CONNECTION.SENT'; epoch: number; frames: SentFrame[] };
+  | { type: 'CONNECTION.FRAMES'; epoch: number; frames: InFrame[] };
 
 function downReason(event: { type: string; error?: string }): string {
   if (event.type === 'SOCKET.CLOSED') return event.error ? `socket closed: ${event.error}` : 'socket closed';
@@ -138,15 +136,6 @@ const entered = (name: ConnectionState) => ({
   type: 'report' as const,
   params: ({ context }: { context: ConnectionContext }): ConnectionReport => ({ type: 'CONNECTION.STATE', state: name, epoch: context.epoch }),
 });
-
-/** `report` CONNECTION.SENT for flushed frames (not our PING). */
-const reportSent = {
-  type: 'report' as const,
-  params: ({ context, event }: { context: ConnectionContext; event: ConnectionEvent }): ConnectionReport => {
-    const sent = event as Extract<ConnectionEvent, { type: 'SOCKET.SENT' }>;
-    return { type: 'CONNECTION.SENT', epoch: context.epoch, frames: sent.frames.filter((f) => !isPing(f)) };
-  },
-};
 
 /** Our keepalive PING or its echo (a PING with another tid, such as the logs' receipt, is the outside's). */
 const isPing = (f: { type: number; tid: number }) => f.type === FrameType.PING && f.tid === PING_TID;
@@ -244,7 +233,7 @@ export const connectionMachine = setup({
               initial: 'active',
               states: {
                 active: {
-                  on: { 'SOCKET.SENT': { guard: 'sentData', target: 'active', reenter: true, actions: reportSent } },
+                  on: { 'SOCKET.SENT': { guard: 'sentData', target: 'active', reenter: true } },
                   after: {
                     pingIdle: {
                       target: 'pingOutstanding',
@@ -261,7 +250,7 @@ export const connectionMachine = setup({
                       guard: 'sentData',
                       target: 'pingOutstanding',
                       reenter: true,
-                      actions: [reportSent, { type: 'armPingWait', params: ({ context }) => ({ sinceLastSendMs: context.timings.pingDeadMs }) }],
+                      actions: { type: 'armPingWait', params: ({ context }) => ({ sinceLastSendMs: context.timings.pingDeadMs }) },
                     },
                     'SOCKET.FRAMES': { guard: 'hasPingEcho', target: 'active' },
                   },

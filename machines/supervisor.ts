@@ -33,7 +33,7 @@
  *     → upload (BATCH.ANSWERED, together); the echo of the logs' receipt PING → logs
  *     (LOGS.RECEIPT); any other frame is emitted as FRAME.
  *   TRANSMIT (upload, logs) → SEND on the connection while it is up (else dropped: upload
- *     resends, logs are best effort).
+ *     and logs send again what was not answered).
  *   ORDER.DONE → ORDER_CONFIRM / ORDER_REJECT {reason} with the order's tid, only on the
  *     connection it came in on (same epoch) and only if that is still up; the actor is stopped.
  *   SYNC_BAOB_RESPONSE → baob (BAOB.ANSWER); TRANSMIT from baob as from upload.

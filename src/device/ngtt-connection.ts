@@ -278,8 +278,6 @@ export class NgttConnection extends EventEmitter<NgttConnectionEvents> {
           return this.stateChanged(report.state, report.epoch, report.reason);
         case 'CONNECTION.FRAMES':
           return this.frames(report.epoch, report.frames);
-        case 'CONNECTION.SENT':
-          return;
         case 'TRANSMIT':
           return this.send(report.frame);
         case 'FAULT':

@@ -442,8 +442,8 @@ export class NgttDevice extends EventEmitter<NgttDeviceEvents> {
 
   /**
    * Flushes, waits (up to timeoutMs) for the spool to be confirmed, the buffered log records to
-   * be stored and running orders to finish, closes NGTT, stops the machines and closes the database. What is left unconfirmed
-   * stays in the spool for the next start; an order cut short is aborted (its handler's signal)
+   * be stored and running orders to finish, closes NGTT, stops the machines and closes the
+   * database. What is left unconfirmed stays in the spool for the next start; an order cut short is aborted (its handler's signal)
    * and redelivered by the server. Pending push() and getConfiguration() calls are rejected.
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {

@@ -116,7 +116,8 @@ export class DeviceSession implements LiveSession {
   /**
    * Closes the connection. With `drainLogsMs`, first reads what the device already sent: LOGS
    * have no reply (spec §7), so for a client that sends no receipt PING behind them (the
-   * original client) a batch left unread in the socket when it is destroyed is lost for good. The connection is ended (the device sees it close and keeps everything else for
+   * original client) a batch left unread in the socket when it is destroyed is lost for good.
+   * The connection is ended (the device sees it close and keeps everything else for
    * its next connection), LOGS read until the device's side closes go to the held logs, other
    * frames are ignored (unconfirmed data and orders are sent again), and after `drainLogsMs`
    * the socket is destroyed anyway.

@@ -100,10 +100,10 @@ export class UploadPipeline {
       while (this.queue.length && !this.stopped) {
         const batch = (storing = this.queue);
         this.queue = [];
-        await this.o.store.ingest(this.o.deviceId, {
-          data: batch.flatMap((e) => (e.kind === 'data' ? [e.batch] : [])),
-          logs: batch.flatMap((e) => (e.kind === 'logs' ? [e.records] : [])),
-        });
+        const data = batch.flatMap((e) => (e.kind === 'data' ? [e.batch] : []));
+        const logs = batch.flatMap((e) => (e.kind === 'logs' ? [e.records] : []));
+        // Only PINGs and REJECTs waiting (behind a write that has ended): nothing to store.
+        if (data.length || logs.length) await this.o.store.ingest(this.o.deviceId, { data, logs });
         storing = [];
         if (this.stopped) break;
         this.queuedBytes -= batch.reduce((n, e) => n + e.bytes, 0);
